@@ -1,0 +1,36 @@
+# The few verbs a newcomer needs. Each one creates the virtual environment first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+DATA_DIR ?= ./var
+
+.PHONY: venv run serve test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+run: venv
+	$(BIN)/budget-router serve --port $(PORT) --data-dir $(DATA_DIR)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python -m bench.decision_latency --out docs/benchmarks/decision_latency.md
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""DuckDB feature store for logged decisions, outcomes and rolling features."""

@@ -1,0 +1,1 @@
+"""The learner: turns logged decisions and outcomes into an updated routing policy."""

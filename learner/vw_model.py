@@ -1,0 +1,150 @@
+"""The one module that imports vowpalwabbit: ADF example text, cb labels, predict, learn, save.
+
+Features arrive as ``{namespace: {name: value}}`` dicts, where a string value is a categorical
+feature (``name=value``) and a number a weighted one (``name:value``). The router and the learner
+both go through this module, so the example format cannot drift between them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import vowpalwabbit
+
+FeatureValue = float | int | str | bool
+Namespaces = Mapping[str, Mapping[str, FeatureValue]]
+
+# Semantic namespace -> the single character VW uses for interactions.
+NAMESPACE_LETTERS: dict[str, str] = {
+    "step": "s",
+    "task": "t",
+    "signals": "g",
+    "context": "c",
+    "model": "m",
+    "cost": "p",
+    "recent": "r",
+}
+# Shared x action pairs: what about the step, task and signals makes which model good.
+INTERACTIONS = ("sm", "tm", "gm", "cm", "sp", "gp", "sr")
+_UNSAFE = re.compile(r"[\s|:]+")
+
+
+@dataclass(frozen=True)
+class ExplorationSpec:
+    """VW's exploration algorithm and its parameter."""
+
+    algorithm: Literal["epsilon", "softmax", "squarecb"] = "epsilon"
+    epsilon: float = 0.05
+    softmax_lambda: float = 10.0
+    squarecb_gamma_scale: float = 10.0
+
+    def vw_args(self) -> str:
+        if self.algorithm == "softmax":
+            return f"--softmax --lambda {self.softmax_lambda}"
+        if self.algorithm == "squarecb":
+            return f"--squarecb --gamma_scale {self.squarecb_gamma_scale}"
+        return f"--epsilon {self.epsilon}"
+
+
+def _token(text: str) -> str:
+    return _UNSAFE.sub("_", text.strip()) or "_"
+
+
+def _namespace_text(namespaces: Namespaces) -> str:
+    parts = []
+    for name, features in namespaces.items():
+        letter = NAMESPACE_LETTERS.get(name)
+        if letter is None:
+            raise ValueError(f"unknown feature namespace {name!r}")
+        items = []
+        for key, value in features.items():
+            if isinstance(value, str):
+                items.append(f"{_token(key)}={_token(value)}")
+            elif isinstance(value, bool):
+                if value:
+                    items.append(_token(key))
+            elif math.isfinite(value) and value != 0:
+                items.append(f"{_token(key)}:{float(value):.6g}")
+        parts.append(f"|{letter} " + " ".join(items))
+    return " ".join(parts)
+
+
+def example_lines(
+    shared: Namespaces,
+    actions: Sequence[Namespaces],
+    label: tuple[int, float, float] | None = None,
+) -> list[str]:
+    """VW ``cb_explore_adf`` lines; ``label`` is (chosen index, cost, probability)."""
+    lines = ["shared " + _namespace_text(shared)]
+    for index, action in enumerate(actions):
+        prefix = ""
+        if label is not None and label[0] == index:
+            prefix = f"0:{label[1]:.6g}:{label[2]:.6g} "
+        lines.append(prefix + _namespace_text(action))
+    return lines
+
+
+class VWPolicyModel:
+    """A ``--cb_explore_adf`` workspace: pmf over candidate actions, updated one event at a time."""
+
+    def __init__(self, workspace: vowpalwabbit.Workspace, args: str) -> None:
+        self._workspace = workspace
+        self.args = args
+
+    @classmethod
+    def create(cls, exploration: ExplorationSpec, seed: int = 0) -> VWPolicyModel:
+        interactions = " ".join(f"-q {pair}" for pair in INTERACTIONS)
+        args = (
+            f"--cb_explore_adf {exploration.vw_args()} {interactions} --random_seed {seed} --quiet"
+        )
+        return cls(vowpalwabbit.Workspace(args), args)
+
+    @classmethod
+    def load(cls, path: Path) -> VWPolicyModel:
+        """Load a model saved by :meth:`save` (VW keeps its options inside the file)."""
+        args = f"--quiet -i {path}"
+        return cls(vowpalwabbit.Workspace(args), args)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> VWPolicyModel:
+        with tempfile.NamedTemporaryFile(suffix=".vw") as handle:
+            handle.write(data)
+            handle.flush()
+            return cls.load(Path(handle.name))
+
+    def predict(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[float]:
+        """The exploration pmf over ``actions`` (sums to 1)."""
+        pmf = self._workspace.predict(example_lines(shared, actions))
+        total = float(sum(pmf))
+        return [float(p) / total for p in pmf]
+
+    def learn(
+        self,
+        shared: Namespaces,
+        actions: Sequence[Namespaces],
+        chosen: int,
+        cost: float,
+        probability: float,
+    ) -> None:
+        """One importance-weighted update: ``cost`` is minus the reward of ``chosen``."""
+        if not 0 < probability <= 1:
+            raise ValueError(f"probability must be in (0, 1], got {probability}")
+        self._workspace.learn(example_lines(shared, actions, (chosen, cost, probability)))
+
+    def save(self, path: Path) -> None:
+        self._workspace.save(str(path))
+
+    def to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.vw"
+            self.save(path)
+            return path.read_bytes()
+
+    def close(self) -> None:
+        self._workspace.finish()

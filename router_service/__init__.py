@@ -1,0 +1,1 @@
+"""budget-router: step-level LLM routing for AI agents under explicit per-task budgets."""

@@ -1,0 +1,35 @@
+"""The per-step decision endpoint."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+
+from router_service.decider import decide
+from router_service.deps import StateDep
+from router_service.errors import Conflict
+from router_service.schemas import DecideRequest, Decision
+
+router = APIRouter(prefix="/v1", tags=["decisions"])
+log = logging.getLogger("budget_router.decisions")
+
+
+@router.post("/decide")
+async def decide_step(state: StateDep, body: DecideRequest) -> Decision:
+    record = state.tasks.get(body.task_id)
+    if record.task.status != "open":
+        raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
+    decision = decide(body, record.task, state.catalog, state.policy)
+    with record.lock:
+        record.decisions.append(decision)
+    log.info(
+        "decision",
+        extra={
+            "decision_id": decision.decision_id,
+            "task_id": decision.task_id,
+            "model": decision.model,
+            "propensity": decision.propensity,
+        },
+    )
+    return decision

@@ -1,0 +1,63 @@
+"""The FastAPI application: ``create_app(settings)`` wires routes, errors and resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from router_service.api import decisions, health, models, tasks
+from router_service.errors import RouterError
+from router_service.settings import Settings
+from router_service.state import RouterState
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A router app for ``settings``; resources are built when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.router = RouterState.build(settings)
+        yield
+
+    app = FastAPI(
+        title="budget-router",
+        summary="Per-step LLM routing for agents under explicit per-task budgets.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for module in (health, models, tasks, decisions):
+        app.include_router(module.router)
+    app.add_exception_handler(RouterError, _router_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+async def _router_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RouterError)
+    return JSONResponse(exc.to_body(), status_code=exc.status_code)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field, the value sent and what was expected."""
+    assert isinstance(exc, RequestValidationError)
+    fields = [_field_error(e) for e in exc.errors()]
+    message = "; ".join(f"{f['field']}: {f['expected']}" for f in fields)
+    return JSONResponse(
+        {"error": {"code": "invalid_request", "message": message, "fields": fields}},
+        status_code=422,
+    )
+
+
+def _field_error(error: dict[str, Any]) -> dict[str, Any]:
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "path")]
+    value = error.get("input")
+    return {
+        "field": ".".join(location) or "body",
+        "value": value if isinstance(value, str | int | float | bool | None) else None,
+        "expected": error.get("msg", "a valid value"),
+    }

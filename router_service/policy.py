@@ -1,0 +1,86 @@
+"""The routing policy: VW's exploration pmf over the allowed candidates, sampled with a seed."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from learner.vw_model import ExplorationSpec, Namespaces, VWPolicyModel
+from router_service.catalog import ModelSpec
+from router_service.prior import train_prior
+from router_service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The sampled action, the pmf it was drawn from, and its probability (the propensity)."""
+
+    index: int
+    pmf: list[float]
+
+    @property
+    def propensity(self) -> float:
+        return self.pmf[self.index]
+
+
+class RoutingPolicy:
+    """Scores candidates with a VW model and samples one; safe to call from many threads."""
+
+    def __init__(
+        self, model: VWPolicyModel, version: str, exploration: ExplorationSpec, seed: int
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.exploration = exploration
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def describe_exploration(self) -> str:
+        spec = self.exploration
+        if spec.algorithm == "softmax":
+            return f"softmax(lambda={spec.softmax_lambda:g})"
+        if spec.algorithm == "squarecb":
+            return f"squarecb(gamma_scale={spec.squarecb_gamma_scale:g})"
+        return f"epsilon-greedy(epsilon={spec.epsilon:g})"
+
+    def choose(self, shared: Namespaces, actions: Sequence[Namespaces]) -> Choice:
+        """Draw one action from the model's exploration pmf."""
+        with self._lock:
+            pmf = self.model.predict(shared, actions)
+            draw = self._rng.random()
+        cumulative = 0.0
+        for index, probability in enumerate(pmf):
+            cumulative += probability
+            if draw < cumulative:
+                return Choice(index, pmf)
+        return Choice(len(pmf) - 1, pmf)
+
+
+def exploration_spec(settings: Settings) -> ExplorationSpec:
+    e = settings.exploration
+    return ExplorationSpec(e.algorithm, e.epsilon, e.softmax_lambda, e.squarecb_gamma_scale)
+
+
+def build_policy(settings: Settings, models: list[ModelSpec]) -> RoutingPolicy:
+    """The configured model file if there is one, else the tier-preference prior."""
+    spec = exploration_spec(settings)
+    if settings.policy_model_path is not None:
+        path: Path = settings.policy_model_path
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        return RoutingPolicy(
+            VWPolicyModel.load(path), f"file:{path.name}@{digest}", spec, settings.seed
+        )
+    model = train_prior(
+        models,
+        settings.tier_preferences,
+        spec,
+        examples_per_kind=settings.prior_examples_per_kind,
+        seed=settings.seed,
+    )
+    prefs = ",".join(f"{k}={v}" for k, v in sorted(settings.tier_preferences.items()))
+    digest = hashlib.sha256(f"{prefs};{sorted(m.id for m in models)}".encode()).hexdigest()[:12]
+    return RoutingPolicy(model, f"prior@{digest}", spec, settings.seed)

@@ -1,0 +1,113 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StepKind = Literal[
+    "control", "execution", "verification", "presentation", "final_synthesis", "handoff"
+]
+ID_PATTERN = r"^[A-Za-z0-9._:@/-]{1,128}$"
+
+
+class Strict(BaseModel):
+    """Base for request bodies: unknown fields are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(Strict):
+    """A task's budget: dollar and token caps, reserves, and the retry cap."""
+
+    total_dollars: float = Field(gt=0, description="Hard cap on the task's spend in dollars.")
+    max_input_tokens: int = Field(gt=0)
+    max_output_tokens: int = Field(gt=0)
+    reserve_for_final_synthesis: float = Field(0.0, ge=0)
+    reserve_for_human_handoff: float = Field(0.0, ge=0)
+    hard_stop_after_retries: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _reserves_fit(self) -> Budget:
+        reserves = self.reserve_for_final_synthesis + self.reserve_for_human_handoff
+        if reserves >= self.total_dollars:
+            raise ValueError(
+                f"reserve_for_final_synthesis + reserve_for_human_handoff ({reserves:g}) "
+                f"must be less than total_dollars ({self.total_dollars:g})"
+            )
+        return self
+
+
+class TaskCreate(Strict):
+    task_id: str | None = Field(None, pattern=ID_PATTERN)
+    trust_domain: str = Field("default", min_length=1, max_length=64)
+    task_type: str = Field(min_length=1, max_length=64)
+    budget: Budget
+    planned_steps: int | None = Field(None, gt=0, le=10_000)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+
+class Step(Strict):
+    kind: StepKind
+    type: str = Field(min_length=1, max_length=64, description="Free text: planning, summarize...")
+    input_tokens: int = Field(ge=0)
+    expected_output_tokens: int = Field(ge=1)
+    optional: bool = False
+
+
+class Signals(Strict):
+    """What the agent runtime knows about how the task is going."""
+
+    retries: int = Field(0, ge=0)
+    prior_confidence: float | None = Field(None, ge=0, le=1)
+    malformed_tool_args: int = Field(0, ge=0)
+    loop_detected: bool = False
+    self_corrections: int = Field(0, ge=0)
+    context_pressure: float = Field(0.0, ge=0, le=1)
+
+
+class DecideRequest(Strict):
+    task_id: str = Field(pattern=ID_PATTERN)
+    step: Step
+    signals: Signals = Field(default_factory=Signals)
+    context: dict[str, float | str] = Field(default_factory=dict, max_length=32)
+    candidates: list[str] | None = Field(None, min_length=1)
+
+
+class Alternative(BaseModel):
+    model: str
+    probability: float
+    estimated_cost_dollars: float | None
+    excluded: bool = False
+    excluded_reason: str | None = None
+
+
+class Decision(BaseModel):
+    decision_id: str
+    task_id: str
+    model: str
+    propensity: float
+    alternatives: list[Alternative]
+    reasons: list[str]
+    policy_version: str
+    exploration: str
+    step: Step
+    budget: Budget
+    created_at: datetime
+
+
+class Task(BaseModel):
+    task_id: str
+    trust_domain: str
+    task_type: str
+    budget: Budget
+    planned_steps: int | None
+    tags: dict[str, str]
+    status: Literal["open", "closed"]
+    created_at: datetime
+
+
+class TaskWithDecisions(Task):
+    decisions: list[Decision]

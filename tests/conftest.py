@@ -1,0 +1,47 @@
+"""Shared fixtures: settings in a temporary data directory and an app under TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from router_service.app import create_app
+from router_service.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "var", prior_examples_per_kind=10, seed=7)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def budget(**overrides: float) -> dict[str, float]:
+    values = {
+        "total_dollars": 1.0,
+        "max_input_tokens": 200_000,
+        "max_output_tokens": 50_000,
+        "reserve_for_final_synthesis": 0.1,
+        "reserve_for_human_handoff": 0.05,
+        "hard_stop_after_retries": 3,
+    }
+    values.update(overrides)
+    return values
+
+
+def step(**overrides: object) -> dict[str, object]:
+    values: dict[str, object] = {
+        "kind": "execution",
+        "type": "extraction",
+        "input_tokens": 2_000,
+        "expected_output_tokens": 300,
+    }
+    values.update(overrides)
+    return values

@@ -1,0 +1,353 @@
+"""The router model's lifecycle in MLflow: register a bundle, move aliases, audit every move.
+
+Versions are plain MLflow model versions of one registered model (``budget-router``); the only
+lifecycle markers are aliases (``challenger``, ``champion``), never the deprecated stages.
+
+Audit log: every alias move is stored as one tag on the registered model, key
+``audit.alias_move.<unix ns, 20 digits>.<8 hex>`` and value a JSON object with ``alias``,
+``action`` (register, set, promote, rollback), ``from_version``, ``to_version``, ``actor``,
+``reason`` and ``at`` (ISO 8601, UTC). Keys sort by time, so :meth:`ModelRegistry.history`
+needs one read; the log lives in the registry itself and survives with it. The previous
+champion is not stored separately: it is replayed from that log (promotions push, rollbacks
+pop), so rolling back twice walks back two promotions. Moves are not transactional; the
+learner is expected to be the only writer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import httpx
+import mlflow.artifacts
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+from learner.model_bundle import BundleError, ModelBundle, load_pyfunc_bundle, save_pyfunc
+
+DEFAULT_MODEL_NAME = "budget-router"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+AUDIT_TAG_PREFIX = "audit.alias_move."
+MODEL_ARTIFACT_PATH = "model"
+Action = Literal["register", "set", "promote", "rollback"]
+_UNAVAILABLE_CODES = {
+    "TEMPORARILY_UNAVAILABLE",
+    "INTERNAL_ERROR",
+    "REQUEST_LIMIT_EXCEEDED",
+    "DEADLINE_EXCEEDED",
+}
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+
+
+class RegistryError(Exception):
+    """Root of the registry's errors; ``retriable`` says whether trying again may help."""
+
+    retriable: ClassVar[bool] = False
+
+
+class RegistryUnavailable(RegistryError):
+    """The tracking server or its database cannot be reached right now."""
+
+    retriable = True
+
+
+class RegistryNotFound(RegistryError):
+    """The model, version or alias asked for does not exist."""
+
+
+class NoPreviousChampion(RegistryError):
+    """Rollback was asked for but no earlier champion is on record."""
+
+
+class InvalidBundle(RegistryError):
+    """A registered version's artifacts are not a readable bundle."""
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One audited alias move: which alias, from and to which version, who, why and when."""
+
+    alias: str
+    action: Action
+    from_version: str | None
+    to_version: str
+    actor: str
+    reason: str
+    at: datetime
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "at": self.at.isoformat()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> AliasMove:
+        data = json.loads(text)
+        return cls(**{**data, "at": datetime.fromisoformat(data["at"])})
+
+
+class ModelRegistry:
+    """Registers bundles as MLflow model versions and moves the serving aliases."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        registry_uri: str | None = None,
+        model_name: str = DEFAULT_MODEL_NAME,
+        *,
+        artifact_location: str | None = None,
+        experiment_name: str = DEFAULT_MODEL_NAME,
+        probe_timeout: float = 2.0,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.registry_uri = registry_uri or tracking_uri
+        self.model_name = model_name
+        self.artifact_location = artifact_location
+        self.experiment_name = experiment_name
+        self.probe_timeout = probe_timeout
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=self.registry_uri)
+        self._experiment_id: str | None = None
+
+    @classmethod
+    def embedded(cls, data_dir: Path, model_name: str = DEFAULT_MODEL_NAME) -> ModelRegistry:
+        """The local default: ``<data_dir>/mlflow.db``, artifacts under ``<data_dir>/mlruns``."""
+        data_dir = data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            f"sqlite:///{data_dir / 'mlflow.db'}",
+            model_name=model_name,
+            artifact_location=(data_dir / "mlruns").as_uri(),
+        )
+
+    def register(
+        self,
+        bundle: ModelBundle,
+        metrics: Mapping[str, float],
+        params: Mapping[str, Any],
+        data_window: tuple[datetime | str, datetime | str],
+        source: str,
+    ) -> str:
+        """Log a run with ``bundle`` as its model, register it and point ``challenger`` at it."""
+        start, end = (_iso(value) for value in data_window)
+        window = {"data_window_start": start, "data_window_end": end}
+        for key in window:
+            if key in params:
+                raise ValueError(f"params[{key!r}] is reserved for data_window")
+        for key, value in metrics.items():
+            if not math.isfinite(float(value)):
+                raise ValueError(f"metrics[{key!r}] must be a finite number, got {value!r}")
+        run_params = {
+            **{key: str(value) for key, value in params.items()},
+            **window,
+            "feature_schema_version": str(bundle.feature_schema_version),
+        }
+        with self._translated("register a model version"):
+            run = self._client.create_run(
+                self._ensure_experiment(),
+                run_name=f"{self.model_name}-{bundle.digest}",
+                tags={"source": source, "bundle_digest": bundle.digest, **window},
+            )
+            run_id = run.info.run_id
+            try:
+                now_ms = int(time.time() * 1000)
+                self._client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()],
+                    params=[Param(k, v) for k, v in run_params.items()],
+                )
+                with tempfile.TemporaryDirectory() as folder:
+                    model_dir = Path(folder) / MODEL_ARTIFACT_PATH
+                    save_pyfunc(bundle, model_dir)
+                    self._client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+            except BaseException:
+                self._client.set_terminated(run_id, "FAILED")
+                raise
+            self._client.set_terminated(run_id)
+            self._ensure_registered_model()
+            version = self._client.create_model_version(
+                self.model_name,
+                source=f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}",
+                run_id=run_id,
+                tags={"source": source, "bundle_digest": bundle.digest, **window},
+            ).version
+        self._move(CHALLENGER, str(version), source, f"registered from {source}", "register")
+        return str(version)
+
+    def get_alias_version(self, alias: str) -> str | None:
+        """The version ``alias`` points at, or None when the alias (or the model) is unset."""
+        with self._translated(f"read alias {alias!r}"):
+            try:
+                return str(self._client.get_model_version_by_alias(self.model_name, alias).version)
+            except MlflowException as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
+
+    def load_bundle(self, version_or_alias: str) -> ModelBundle:
+        """Download and read the bundle of a version number or an alias."""
+        version = self._resolve(version_or_alias)
+        with self._translated(f"download version {version}"):
+            uri = self._client.get_model_version_download_uri(self.model_name, version)
+            with tempfile.TemporaryDirectory() as folder:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
+                )
+                try:
+                    return load_pyfunc_bundle(Path(local))
+                except BundleError as exc:
+                    raise InvalidBundle(
+                        f"version {version} of {self.model_name!r} is not a bundle: {exc}"
+                    ) from exc
+
+    def set_alias(self, alias: str, version: str, actor: str, reason: str) -> AliasMove:
+        """Point ``alias`` at ``version`` and record who did it and why."""
+        return self._move(alias, version, actor, reason, "set")
+
+    def promote(self, version: str, actor: str, reason: str) -> AliasMove:
+        """Make ``version`` the champion; the one it replaces becomes the rollback target."""
+        return self._move(CHAMPION, version, actor, reason, "promote")
+
+    def rollback(self, actor: str, reason: str) -> AliasMove:
+        """Point ``champion`` back at the champion before the current one."""
+        previous = self.previous_champion()
+        if previous is None:
+            raise NoPreviousChampion(
+                f"no previous champion of {self.model_name!r} to roll back to "
+                f"(champion is {self.get_alias_version(CHAMPION)!r})"
+            )
+        return self._move(CHAMPION, previous, actor, reason, "rollback")
+
+    def previous_champion(self) -> str | None:
+        """The version a rollback would restore, replayed from the audit log."""
+        stack: list[str] = []
+        for move in self.history():
+            if move.alias != CHAMPION:
+                continue
+            if move.action == "rollback":
+                if stack:
+                    stack.pop()
+            elif move.from_version is not None and move.from_version != move.to_version:
+                stack.append(move.from_version)
+        return stack[-1] if stack else None
+
+    def history(self) -> list[AliasMove]:
+        """Every recorded alias move, oldest first."""
+        with self._translated("read the alias history"):
+            try:
+                tags = self._client.get_registered_model(self.model_name).tags
+            except MlflowException as exc:
+                if _is_not_found(exc):
+                    return []
+                raise
+        return [
+            AliasMove.from_json(tags[key])
+            for key in sorted(tags)
+            if key.startswith(AUDIT_TAG_PREFIX)
+        ]
+
+    def tag_version(self, version: str, tags: Mapping[str, str]) -> None:
+        """Attach tags (e.g. a gate decision) to a model version."""
+        with self._translated(f"tag version {version}"):
+            for key, value in tags.items():
+                self._client.set_model_version_tag(self.model_name, version, key, value)
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        """The tags of a model version."""
+        with self._translated(f"read version {version}"):
+            return dict(self._client.get_model_version(self.model_name, version).tags)
+
+    def _move(self, alias: str, version: str, actor: str, reason: str, action: Action) -> AliasMove:
+        if not alias or alias.isdigit():
+            raise ValueError(f"alias must be a non-numeric name, got {alias!r}")
+        if not actor or not reason:
+            raise ValueError(f"actor and reason are required for an alias move, got {actor=!r}")
+        previous = self.get_alias_version(alias)
+        move = AliasMove(alias, action, previous, version, actor, reason, datetime.now(UTC))
+        key = f"{AUDIT_TAG_PREFIX}{time.time_ns():020d}.{secrets.token_hex(4)}"
+        with self._translated(f"move alias {alias!r} to version {version}"):
+            self._client.get_model_version(self.model_name, version)  # NotFound before moving
+            self._client.set_registered_model_alias(self.model_name, alias, version)
+            self._client.set_registered_model_tag(self.model_name, key, move.to_json())
+        return move
+
+    def _resolve(self, version_or_alias: str) -> str:
+        if version_or_alias.isdigit():
+            return version_or_alias
+        version = self.get_alias_version(version_or_alias)
+        if version is None:
+            raise RegistryNotFound(
+                f"alias {version_or_alias!r} of model {self.model_name!r} is not set"
+            )
+        return version
+
+    def _ensure_experiment(self) -> str:
+        if self._experiment_id is None:
+            experiment = self._client.get_experiment_by_name(self.experiment_name)
+            if experiment is not None:
+                self._experiment_id = experiment.experiment_id
+            else:
+                self._experiment_id = self._client.create_experiment(
+                    self.experiment_name, artifact_location=self.artifact_location
+                )
+        return self._experiment_id
+
+    def _ensure_registered_model(self) -> None:
+        try:
+            self._client.get_registered_model(self.model_name)
+        except MlflowException as exc:
+            if not _is_not_found(exc):
+                raise
+            self._client.create_registered_model(self.model_name)
+
+    def _probe(self) -> None:
+        """Fail fast on an unreachable server instead of MLflow's minutes of HTTP retries."""
+        for uri in {self.tracking_uri, self.registry_uri}:
+            if not uri.startswith(("http://", "https://")):
+                continue
+            try:
+                response = httpx.get(f"{uri.rstrip('/')}/health", timeout=self.probe_timeout)
+            except httpx.HTTPError as exc:
+                raise RegistryUnavailable(f"MLflow server {uri} is unreachable: {exc}") from exc
+            if response.status_code >= 500:
+                raise RegistryUnavailable(
+                    f"MLflow server {uri} is unhealthy: HTTP {response.status_code}"
+                )
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Run MLflow calls, turning their exceptions into registry errors."""
+        self._probe()
+        try:
+            yield
+        except MlflowException as exc:
+            raise _from_mlflow(exc, f"{action} for model {self.model_name!r}") from exc
+        except OSError as exc:  # requests' errors are OSErrors too
+            raise RegistryUnavailable(f"could not {action}: {exc}") from exc
+
+
+def _is_not_found(exc: MlflowException) -> bool:
+    return exc.error_code in _NOT_FOUND_CODES or (
+        exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in exc.message.lower()
+    )
+
+
+def _from_mlflow(exc: MlflowException, action: str) -> RegistryError:
+    message = f"could not {action}: {exc.message}"
+    if exc.error_code in _UNAVAILABLE_CODES or "database is locked" in exc.message:
+        return RegistryUnavailable(message)
+    if _is_not_found(exc):
+        return RegistryNotFound(message)
+    return RegistryError(message)
+
+
+def _iso(value: datetime | str) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)

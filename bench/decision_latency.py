@@ -9,34 +9,28 @@ processes on loopback, drives each at light load (open loop) and at maximum thro
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import math
 import random
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import BenchError, ServerUnavailable, machine_facts
+from bench import BenchError, code_version, machine_facts, server_process
 from bench.http_load import (
-    Connection,
     LoadResult,
     closed_loop,
     markdown_table,
     open_loop,
     post_json,
     run,
+    send_each,
 )
 from router_service.embedded_broker import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KIND_TYPES: dict[str, tuple[str, ...]] = {
     "control": ("planning", "decomposition", "delegation", "branching"),
     "execution": ("extraction", "transformation", "drafting", "classification", "tool_selection"),
@@ -171,20 +165,6 @@ def echo_workload(count: int, rng: random.Random) -> list[bytes]:
     ]
 
 
-async def send_all(port: int, path: str, bodies: list[bytes], connections: int = 4) -> None:
-    """POST every body once; any non-2xx is an error naming the status (used to open tasks)."""
-    pool = [await Connection("127.0.0.1", port).connect() for _ in range(connections)]
-    try:
-        for first in range(0, len(bodies), connections):
-            for connection, body in zip(pool, bodies[first : first + connections], strict=False):
-                status = await connection.exchange(post_json(path, body))
-                if not 200 <= status < 300:
-                    raise BenchError(f"POST {path} answered {status}; expected 2xx for {body!r}")
-    finally:
-        for connection in pool:
-            await connection.close()
-
-
 async def measure_router(port: int, config: BenchConfig) -> ServerRun:
     """Warm up, then light load, then peak, each phase on its own fresh tasks."""
     rng = random.Random(config.seed)
@@ -194,7 +174,9 @@ async def measure_router(port: int, config: BenchConfig) -> ServerRun:
     async def phase(name: str, tasks: int) -> list[bytes]:
         nonlocal opened
         opens, decides = decision_workload(name, tasks, per_task, rng, width)
-        await send_all(port, "/v1/tasks", opens)
+        statuses = await send_each("127.0.0.1", port, [post_json("/v1/tasks", b) for b in opens])
+        if refused := [s for s in statuses if not 200 <= s < 300]:
+            raise BenchError(f"POST /v1/tasks answered {refused[0]}; expected 201 for every task")
         opened += tasks
         return decides
 
@@ -254,46 +236,6 @@ async def measure_baseline(port: int, config: BenchConfig) -> ServerRun:
     return ServerRun("baseline FastAPI", "POST /v1/echo", light, peak)
 
 
-@contextmanager
-def uvicorn_server(
-    command: list[str], port: int, log_path: Path, ready_timeout_s: float = 30.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (a one-worker uvicorn server on ``port``) until /readyz answers 200."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(process, port, log_path, ready_timeout_s)
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerUnavailable(
-                f"server exited with code {process.returncode} before /readyz on port {port}; "
-                f"log {log}:\n{log.read_text(errors='replace')[-2000:]}"
-            )
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-        try:
-            connection.request("GET", "/readyz")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            connection.close()
-        time.sleep(0.05)
-    raise ServerUnavailable(f"GET /readyz on port {port} did not answer 200 within {timeout_s}s")
-
-
 def router_command(port: int, data_dir: Path) -> list[str]:
     """``budget-router serve`` from this interpreter's environment."""
     script = Path(sys.executable).parent / "budget-router"
@@ -321,12 +263,12 @@ def baseline_command(port: int) -> list[str]:
 def run_benchmark(config: BenchConfig, work_dir: Path) -> list[ServerRun]:
     """Measure the router, then the baseline, one server process at a time."""
     port = free_port()
-    with uvicorn_server(
+    with server_process(
         router_command(port, work_dir / "router-data"), port, work_dir / "router.log"
     ):
         router = run(measure_router(port, config))
     port = free_port()
-    with uvicorn_server(baseline_command(port), port, work_dir / "baseline.log"):
+    with server_process(baseline_command(port), port, work_dir / "baseline.log"):
         baseline = run(measure_baseline(port, config))
     return [router, baseline]
 
@@ -337,6 +279,7 @@ QUICK_NOTE = "\n**Quick mode: a smoke run of the harness; these numbers are not 
 REPORT = """# Decision latency and throughput over HTTP
 {quick_note}
 - Command: `{command}`
+- Code: {code}
 - Date: {date}
 
 ## Machine
@@ -345,6 +288,7 @@ REPORT = """# Decision latency and throughput over HTTP
 - Python: {python} on {os}
 - Stack: {stack}
 - The load generator and the server under test share these cores; nothing is pinned.
+- Load average (1 min) when the run started: {load}; other processes were not stopped.
 
 ## Setup
 
@@ -395,6 +339,7 @@ def render_markdown(
     return REPORT.format(
         quick_note=QUICK_NOTE if config.quick else "",
         command=command,
+        code=code_version(),
         date=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         **machine,
         light_connections=config.light_connections,

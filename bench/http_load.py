@@ -161,6 +161,21 @@ class _Recorder:
         self.latencies.append(self.last_done - origin)
 
 
+async def send_each(
+    host: str, port: int, requests: Sequence[bytes], connections: int = 4
+) -> list[int]:
+    """Send every request once, spread over ``connections``; their status codes, in order."""
+    pool = [await Connection(host, port).connect() for _ in range(connections)]
+    statuses = [0] * len(requests)
+
+    async def worker(connection: Connection) -> None:
+        for index in range(pool.index(connection), len(requests), connections):
+            statuses[index] = await connection.exchange(requests[index])
+
+    await _drive(worker, pool)
+    return statuses
+
+
 async def open_loop(
     host: str,
     port: int,

@@ -335,8 +335,12 @@ class ModelRegistry:
 
 
 def _is_not_found(exc: MlflowException) -> bool:
+    # A missing alias comes back as INVALID_PARAMETER_VALUE "Registered model alias x not found."
+    message = exc.message.lower()
     return exc.error_code in _NOT_FOUND_CODES or (
-        exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in exc.message.lower()
+        exc.error_code == "INVALID_PARAMETER_VALUE"
+        and "alias" in message
+        and "not found" in message
     )
 
 

@@ -1,0 +1,358 @@
+"""The incremental learner: events -> join -> reward -> VW update -> store -> checkpoint.
+
+Per batch polled from the events topic: decode each event (undecodable ones are dead-lettered),
+feed it to the :class:`~learner.join.JoinBuffer`, learn every step, correction and task result
+that becomes ready (in stream order, so the result does not depend on batch boundaries), write
+the batch to the feature store, flush the dead letters, then, every ``checkpoint_every_events``
+events or ``checkpoint_every_seconds`` (and whenever it catches up), write an atomic checkpoint
+and commit the offsets to the group. A restart resumes from the checkpoint alone: nothing is
+lost and nothing learned twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from learner.allocator import BudgetAllocator
+from learner.checkpoint import Checkpoint, atomic_write, read_checkpoint, write_checkpoint
+from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Record
+from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
+from learner.reward import RewardShaper
+from learner.settings import CheckpointError, LearnerSettings
+from learner.vw_model import VWPolicyModel
+from router_service.events import AnyEvent, EventError, decode_event
+
+log = logging.getLogger(__name__)
+STATUS_FILE = "learner_status.json"
+
+ModelUpdatedHook = Callable[[Callable[[], bytes], dict[str, Any], int], None]
+"""Called with a getter of the model bytes, the allocator state and the events learned."""
+
+
+class FeatureStore(Protocol):
+    """What the learner needs of the feature store: idempotent (by event_id) event writes."""
+
+    def write_events(self, events: Sequence[AnyEvent]) -> object: ...
+
+
+class NoStore:
+    """A feature store that keeps nothing, for when none is configured."""
+
+    def write_events(self, events: Sequence[AnyEvent]) -> None:
+        return None
+
+
+def initial_model(settings: LearnerSettings, router_settings: Any = None) -> VWPolicyModel:
+    """``settings.model_path`` if set, else the very model the router serves on day one."""
+    if settings.model_path is not None:
+        return VWPolicyModel.load(settings.model_path)
+    from router_service.catalog import Catalog
+    from router_service.policy import build_policy
+    from router_service.settings import Settings
+
+    router = router_settings if router_settings is not None else Settings()
+    catalog = Catalog.from_file(router.catalog_path)
+    return build_policy(router, list(catalog.snapshot().values())).model
+
+
+class Learner:
+    """Learns from decoded event batches; Kafka-free, so tests can drive it directly."""
+
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        model: VWPolicyModel,
+        *,
+        dead_letters: DeadLetterSink,
+        store: FeatureStore | None = None,
+        on_model_updated: ModelUpdatedHook | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dead_letters = dead_letters
+        self.store = store if store is not None else NoStore()
+        self.on_model_updated = on_model_updated
+        self.shaper = RewardShaper(
+            settings.task_credit_weight,
+            settings.reference_task_dollars,
+            settings.correction_high_reward,
+            settings.correction_low_reward,
+        )
+        self.join = JoinBuffer(
+            settings.join_window_seconds,
+            settings.dedupe_window_seconds,
+            settings.task_close_wait_seconds,
+            wait_for_task=settings.task_credit_weight > 0,
+        )
+        self.allocator = BudgetAllocator(
+            settings.lambda_initial, settings.lambda_step, settings.spend_target_ratio
+        )
+        self.model = model
+        self.positions: dict[int, int] = {}
+        self.counters: Counter[str] = Counter()
+        self.snapshot = 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self._dirty = 0
+        self._published_updates = self.counters["model_updates"]
+        now = time.monotonic()
+        self._last_checkpoint = self._last_status = self._last_publish = now
+        self._rate = (now, self.counters["consumed"], 0.0)
+        self.lag: int | None = None
+
+    @classmethod
+    def open(
+        cls,
+        settings: LearnerSettings,
+        *,
+        dead_letters: DeadLetterSink,
+        router_settings: Any = None,
+        store: FeatureStore | None = None,
+        on_model_updated: ModelUpdatedHook | None = None,
+    ) -> Learner:
+        """Resume from the checkpoint in ``settings.data_dir``, else from the initial model."""
+        checkpoint = read_checkpoint(settings.checkpoint_path)
+        model = (
+            VWPolicyModel.from_bytes(checkpoint.model)
+            if checkpoint is not None
+            else initial_model(settings, router_settings)
+        )
+        return cls(
+            settings,
+            model,
+            dead_letters=dead_letters,
+            store=store,
+            on_model_updated=on_model_updated,
+            checkpoint=checkpoint,
+        )
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.topic != self.settings.topic:
+            raise CheckpointError(
+                f"checkpoint is for topic {checkpoint.topic!r}, settings.topic is "
+                f"{self.settings.topic!r}; use another data_dir"
+            )
+        self.allocator = BudgetAllocator.from_state(checkpoint.allocator)
+        self.join.restore(checkpoint.join)
+        self.positions = dict(checkpoint.offsets)
+        self.counters = Counter(checkpoint.counters)
+        self.snapshot = checkpoint.snapshot
+
+    # -- learning -------------------------------------------------------------------------
+
+    def process(self, records: Sequence[Record], topic: str | None = None) -> None:
+        """Learn from one batch and write it to the store (no checkpoint here)."""
+        events: list[AnyEvent] = []
+        for record in records:
+            expected = self.positions.get(record.partition)
+            if expected is not None and record.offset < expected:
+                self.counters["replayed_skipped"] += 1
+                continue
+            self.positions[record.partition] = record.offset + 1
+            self.counters["consumed"] += 1
+            self._dirty += 1
+            source = {"topic": topic or self.settings.topic, "partition": record.partition}
+            source["offset"] = record.offset
+            if record.value is None:
+                self._dead_letter("", "empty message (no value)", source)
+                continue
+            try:
+                event = decode_event(record.value)
+            except EventError as exc:
+                self._dead_letter(record.value.decode(errors="replace"), exc.reason, source)
+                continue
+            events.append(event)
+            for signal in self.join.add(event, record.value.decode()):
+                self._apply(signal)
+        if events:
+            self.store.write_events(events)
+
+    def _apply(self, signal: Signal) -> None:
+        if isinstance(signal, LearnStep):
+            decision = signal.decision
+            price = self.allocator.price(decision.trust_domain)
+            reward = self.shaper.step_reward(decision, signal.outcome, signal.task, price)
+            self._learn(decision.shared_features, decision.action_features, decision, reward)
+            self.counters["learned_steps"] += 1
+            if signal.task is not None:
+                self.counters["task_credited_steps"] += 1
+        elif isinstance(signal, LearnCorrection):
+            decision = signal.decision
+            for index, reward in self.shaper.correction_updates(decision, signal.correction):
+                self.model.learn(
+                    decision.shared_features, decision.action_features, index, -reward, 1.0
+                )
+                self.counters["model_updates"] += 1
+            self.counters["learned_corrections"] += 1
+        elif isinstance(signal, TaskResult):
+            task = signal.task
+            self.allocator.observe_task(task.trust_domain, task.spent_dollars, task.total_dollars)
+            self.counters["task_results"] += 1
+        else:
+            self._dead_letter(signal.payload, signal.reason, None)
+
+    def _learn(self, shared: Any, actions: Any, decision: Any, reward: float) -> None:
+        try:
+            self.model.learn(shared, actions, decision.chosen_index, -reward, decision.propensity)
+        except ValueError as exc:
+            self._dead_letter(decision.model_dump_json(), f"cannot learn: {exc}", None)
+            return
+        self.counters["model_updates"] += 1
+
+    def _dead_letter(self, payload: str, reason: str, source: dict[str, Any] | None) -> None:
+        self.counters["dead_lettered"] += 1
+        log.debug("dead letter: %s", reason)
+        self.dead_letters.send(payload, reason, source)
+
+    # -- checkpoints, status, publication --------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """Write the checkpoint now (dead letters flushed first, so none is lost)."""
+        self.dead_letters.flush()
+        checkpoint = Checkpoint(
+            model=self.model.to_bytes(),
+            topic=self.settings.topic,
+            offsets=dict(self.positions),
+            allocator=self.allocator.to_state(),
+            join=self.join.to_state(),
+            counters=dict(self.counters),
+            snapshot=self.snapshot,
+        )
+        write_checkpoint(self.settings.checkpoint_path, checkpoint)
+        self._dirty = 0
+        self._last_checkpoint = time.monotonic()
+        return checkpoint
+
+    def after_batch(self, consumer: EventConsumer | None, idle: bool) -> None:
+        """Checkpoint, commit, publish and write the status when they are due."""
+        now = time.monotonic()
+        due = self._dirty >= self.settings.checkpoint_every_events or (
+            self._dirty > 0
+            and (idle or now - self._last_checkpoint >= self.settings.checkpoint_every_seconds)
+        )
+        if due:
+            self.checkpoint()
+            if consumer is not None:
+                consumer.commit(self.positions)
+        if (
+            self.on_model_updated is not None
+            and self.counters["model_updates"] > self._published_updates
+            and now - self._last_publish >= self.settings.publish_interval_seconds
+        ):
+            self.snapshot += 1
+            self._published_updates = self.counters["model_updates"]
+            self._last_publish = now
+            self.on_model_updated(
+                self.model.to_bytes, self.allocator.to_state(), self.counters["learned_steps"]
+            )
+        if due or now - self._last_status >= self.settings.status_every_seconds:
+            if consumer is not None:
+                self.lag = consumer.lag(self.positions)
+            self.write_status()
+
+    def status(self) -> dict[str, Any]:
+        """Counters, lag, lambdas, model snapshot counter and positions, as JSON-able data."""
+        now = time.monotonic()
+        since, consumed_then, rate = self._rate
+        if now - since >= 1.0:
+            rate = (self.counters["consumed"] - consumed_then) / (now - since)
+            self._rate = (now, self.counters["consumed"], rate)
+        join_stats = self.join.stats
+        return {
+            "consumed": self.counters["consumed"],
+            "learned_steps": self.counters["learned_steps"],
+            "learned_corrections": self.counters["learned_corrections"],
+            "task_results": self.counters["task_results"],
+            "model_updates": self.counters["model_updates"],
+            "dead_lettered": self.counters["dead_lettered"],
+            "duplicates": join_stats["duplicates"],
+            "duplicate_outcomes": join_stats["duplicate_outcomes"],
+            "late": join_stats["late"],
+            "unjoined": join_stats["unjoined"],
+            "pending": self.join.pending(),
+            "consumer_lag": self.lag,
+            "lambdas": self.allocator.lambdas(),
+            "snapshot": self.snapshot,
+            "positions": {str(p): o for p, o in sorted(self.positions.items())},
+            "uncheckpointed_events": self._dirty,
+            "events_per_second": round(rate, 1),
+            "updated_at": time.time(),
+        }
+
+    def write_status(self) -> None:
+        atomic_write(self.settings.status_path, json.dumps(self.status(), indent=2).encode())
+        self._last_status = time.monotonic()
+
+    def run(self, consumer: EventConsumer, stop: threading.Event) -> None:
+        """Poll, learn and checkpoint until ``stop`` is set, then checkpoint once more."""
+        try:
+            while not stop.is_set():
+                records = consumer.poll()
+                if records:
+                    self.process(records, consumer.topic)
+                self.after_batch(consumer, idle=not records)
+        finally:
+            if self._dirty:
+                self.checkpoint()
+                with contextlib.suppress(Exception):
+                    consumer.commit(self.positions)
+            self.write_status()
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    """The last status the learner wrote under ``data_dir``, or None if it never ran there."""
+    try:
+        return json.loads((data_dir / STATUS_FILE).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def default_store(settings: LearnerSettings) -> FeatureStore:
+    """The DuckDB feature store at ``<data_dir>/features.duckdb`` when it is installed."""
+    try:
+        from feature_store.store import DuckDBFeatureStore  # type: ignore[import-not-found]
+    except ImportError:
+        log.warning("feature_store.store is not available; events are not stored")
+        return NoStore()
+    return DuckDBFeatureStore(settings.feature_store_path)  # type: ignore[no-any-return]
+
+
+def run_learner(
+    settings: LearnerSettings,
+    stop: threading.Event,
+    *,
+    router_settings: Any = None,
+    store: FeatureStore | None = None,
+    on_model_updated: ModelUpdatedHook | None = None,
+) -> Learner:
+    """Connect to the broker, resume, and learn until ``stop`` is set."""
+    from router_service.embedded_broker import ensure_topics
+
+    ensure_topics(settings.bootstrap_servers, [settings.topic, settings.dead_letter_topic])
+    dead_letters = KafkaDeadLetters(settings.bootstrap_servers, settings.dead_letter_topic)
+    learner = Learner.open(
+        settings,
+        dead_letters=dead_letters,
+        router_settings=router_settings,
+        store=store if store is not None else default_store(settings),
+        on_model_updated=on_model_updated,
+    )
+    consumer = EventConsumer(settings, learner.positions)
+    log.info("learner resuming at offsets %s of %s", learner.positions, settings.topic)
+    try:
+        learner.run(consumer, stop)
+    finally:
+        consumer.close()
+        dead_letters.close()
+        close = getattr(learner.store, "close", None)
+        if callable(close):
+            close()
+    return learner

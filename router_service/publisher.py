@@ -1,0 +1,467 @@
+"""Publishing router events to Kafka without ever blocking a decision (outbox pattern).
+
+``publish`` only appends to an in-memory queue. A writer thread group-commits the queue into the
+:class:`~router_service.spool.EventSpool` (one fsync per batch, shared by every waiting caller
+of ``publish_durable``), and a delivery thread drains the spool to one Kafka topic, keyed by
+``task_id``, in sequence order, deleting rows only once the broker has acknowledged them. A
+broker that is down, slow or restarted empty only delays delivery; the spool keeps the events,
+also across a restart of the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
+from pydantic import BaseModel, Field
+
+from router_service.embedded_broker import ensure_topics
+from router_service.errors import RouterError
+from router_service.events import EventBase, encode_event
+from router_service.spool import EventSpool, SpooledEvent, SpoolError
+
+__all__ = [
+    "EventPublisher",
+    "InMemoryPublisher",
+    "KafkaEventPublisher",
+    "KafkaSettings",
+    "PublisherError",
+    "PublisherStats",
+]
+
+logger = logging.getLogger(__name__)
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    # One request in flight per connection: a retried batch can never overtake a later one.
+    "max_in_flight_requests_per_connection": 1,
+    "linger_ms": 5,
+    "request_timeout_ms": 3_000,
+    "delivery_timeout_ms": 8_000,
+    "max_block_ms": 5_000,
+    "bootstrap_timeout_ms": 1_000,
+    "reconnect_backoff_max_ms": 1_000,
+    "client_id": "budget-router",
+}
+
+
+class KafkaSettings(BaseModel):
+    """Where events go: the brokers (None = the embedded one), topics and consumer group."""
+
+    bootstrap_servers: str | None = None
+    events_topic: str = Field("budget-router.events", min_length=1)
+    dead_letter_topic: str = Field("budget-router.dead-letter", min_length=1)
+    partitions: int = Field(1, ge=1)
+    consumer_group: str = Field("budget-router-learner", min_length=1)
+
+
+class PublisherError(RouterError):
+    """An event could not be accepted durably (publisher closed, spool failing, timeout)."""
+
+    status_code = 503
+    code = "event_publisher_unavailable"
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStats:
+    """Counters for metrics and health: what was accepted, spooled, delivered and failed."""
+
+    published: int
+    spooled: int
+    delivered: int
+    failures: int
+    depth: int
+    broker_available: bool
+
+
+class EventPublisher(Protocol):
+    """The seam between the router and its event bus."""
+
+    def publish(self, event: EventBase) -> None:
+        """Accept ``event`` for delivery and return at once (the decision path)."""
+
+    def publish_durable(self, event: EventBase, timeout: float | None = None) -> None:
+        """Return once ``event`` is durably accepted; raise :class:`PublisherError` otherwise."""
+
+    async def publish_durable_async(self, event: EventBase, timeout: float | None = None) -> None:
+        """``publish_durable`` for async endpoints, without blocking the event loop."""
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what can be delivered within ``timeout``, keep the rest, stop."""
+
+    @property
+    def depth(self) -> int:
+        """How many accepted events are not delivered yet."""
+
+
+class InMemoryPublisher:
+    """An :class:`EventPublisher` that keeps events in a list, for tests of other parts."""
+
+    def __init__(self) -> None:
+        self.events: list[EventBase] = []
+        self.closed = False
+
+    def publish(self, event: EventBase) -> None:
+        """Append ``event`` to :attr:`events`."""
+        if self.closed:
+            raise PublisherError("the event publisher is closed")
+        self.events.append(event)
+
+    def publish_durable(self, event: EventBase, timeout: float | None = None) -> None:
+        """Append ``event`` to :attr:`events`."""
+        self.publish(event)
+
+    async def publish_durable_async(self, event: EventBase, timeout: float | None = None) -> None:
+        """Append ``event`` to :attr:`events`."""
+        self.publish(event)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Refuse further events."""
+        self.closed = True
+
+    @property
+    def depth(self) -> int:
+        """Always 0: every event is delivered to the list at once."""
+        return 0
+
+
+def _settle(future: Future[None] | None, error: BaseException | None = None) -> None:
+    """Resolve a durable caller's future unless it already gave up (timed out, cancelled)."""
+    if future is None:
+        return
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+@dataclass(slots=True)
+class _Queued:
+    event: EventBase
+    future: Future[None] | None
+
+
+class KafkaEventPublisher:
+    """An :class:`EventPublisher` over a durable spool, delivering to one Kafka topic."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        spool: EventSpool,
+        *,
+        partitions: int = 1,
+        batch_size: int = 500,
+        durable_timeout: float = 10.0,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        producer_config: dict[str, Any] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.partitions = partitions
+        self._spool = spool
+        self._batch_size = batch_size
+        self._durable_timeout = durable_timeout
+        self._backoff_min, self._backoff_max = backoff
+        self._producer_config = {**_PRODUCER_DEFAULTS, **(producer_config or {})}
+        self._producer: KafkaProducer | None = None
+
+        self._cond = threading.Condition()
+        self._queue: deque[_Queued] = deque()
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._wake = threading.Event()  # set when the spool has new rows, or on close
+        self._closing_event = threading.Event()  # cuts delivery backoff short on close
+        self._published = self._spooled = self._delivered = self._failures = 0
+        self._spool_depth = spool.depth()
+        self._broker_available = False
+
+        self._writer = threading.Thread(target=self._write_loop, name="event-spool-writer")
+        self._sender = threading.Thread(target=self._deliver_loop, name="event-delivery")
+        self._writer.start()
+        self._sender.start()
+
+    @classmethod
+    def from_settings(
+        cls, settings: KafkaSettings, bootstrap_servers: str, spool_path: Path, **kwargs: Any
+    ) -> KafkaEventPublisher:
+        """A publisher for ``settings.events_topic`` spooling to ``spool_path``."""
+        return cls(
+            bootstrap_servers,
+            settings.events_topic,
+            EventSpool(spool_path),
+            partitions=settings.partitions,
+            **kwargs,
+        )
+
+    # -- accepting events ---------------------------------------------------------------------
+
+    def publish(self, event: EventBase) -> None:
+        """Queue ``event`` in memory and return at once; the writer spools it shortly after."""
+        self._enqueue(event, None)
+
+    def publish_durable(self, event: EventBase, timeout: float | None = None) -> None:
+        """Return once ``event`` is committed (fsync'd) to the spool."""
+        future: Future[None] = Future()
+        self._enqueue(event, future)
+        wait = self._durable_timeout if timeout is None else timeout
+        try:
+            future.result(wait)
+        except TimeoutError as exc:
+            raise PublisherError(
+                f"event {event.event_id} was not spooled within {wait}s (durable_timeout)"
+            ) from exc
+
+    async def publish_durable_async(self, event: EventBase, timeout: float | None = None) -> None:
+        """``publish_durable`` awaiting the writer's commit instead of blocking the loop."""
+        future: Future[None] = Future()
+        self._enqueue(event, future)
+        wait = self._durable_timeout if timeout is None else timeout
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), wait)
+        except TimeoutError as exc:
+            raise PublisherError(
+                f"event {event.event_id} was not spooled within {wait}s (durable_timeout)"
+            ) from exc
+
+    def _enqueue(self, event: EventBase, future: Future[None] | None) -> None:
+        with self._cond:
+            if self._closing:
+                raise PublisherError(f"the event publisher for topic {self.topic} is closed")
+            self._queue.append(_Queued(event, future))
+            self._published += 1
+            self._cond.notify()
+
+    # -- observing ----------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Events accepted but not yet acknowledged by the broker (in memory or spooled)."""
+        with self._cond:
+            return len(self._queue) + self._spool_depth
+
+    @property
+    def broker_available(self) -> bool:
+        """Whether the last delivery attempt reached the broker."""
+        return self._broker_available
+
+    def stats(self) -> PublisherStats:
+        """A consistent snapshot of the counters."""
+        with self._cond:
+            return PublisherStats(
+                published=self._published,
+                spooled=self._spooled,
+                delivered=self._delivered,
+                failures=self._failures,
+                depth=len(self._queue) + self._spool_depth,
+                broker_available=self._broker_available,
+            )
+
+    # -- the writer: memory queue -> spool ----------------------------------------------------
+
+    def _write_loop(self) -> None:
+        pause = self._backoff_min
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), 1000))]
+            items, accepted = self._encode(batch)
+            try:
+                self._spool.append_many(items)
+            except SpoolError as exc:
+                pause = self._spool_failed(accepted, exc, pause)
+                continue
+            pause = self._backoff_min
+            with self._cond:
+                self._spooled += len(items)
+                self._spool_depth += len(items)
+            for queued in accepted:
+                _settle(queued.future)
+            self._wake.set()
+
+    def _encode(self, batch: list[_Queued]) -> tuple[list[tuple[str, bytes]], list[_Queued]]:
+        items: list[tuple[str, bytes]] = []
+        accepted: list[_Queued] = []
+        for queued in batch:
+            try:
+                items.append((queued.event.task_id, encode_event(queued.event)))
+            except (TypeError, ValueError) as exc:
+                self._count_failure()
+                logger.error("dropping unencodable event %s: %s", queued.event.event_id, exc)
+                _settle(
+                    queued.future,
+                    PublisherError(f"event {queued.event.event_id} cannot be encoded: {exc}"),
+                )
+                continue
+            accepted.append(queued)
+        return items, accepted
+
+    def _spool_failed(self, batch: list[_Queued], exc: SpoolError, pause: float) -> float:
+        """Fail the durable callers (they answer 503), requeue the rest, back off."""
+        self._count_failure()
+        logger.warning("event spool write failed, retrying in %.1fs: %s", pause, exc)
+        retry = []
+        for queued in batch:
+            if queued.future is None:
+                retry.append(queued)
+            else:
+                _settle(queued.future, PublisherError(str(exc)))
+        with self._cond:
+            if self._closing and time.monotonic() >= self._close_deadline:
+                logger.error("closing with %d events that could not be spooled", len(retry))
+                return pause
+            self._queue.extendleft(reversed(retry))
+            self._cond.wait(pause)
+        return min(pause * 2, self._backoff_max)
+
+    # -- the sender: spool -> Kafka -----------------------------------------------------------
+
+    def _deliver_loop(self) -> None:
+        pause = self._backoff_min
+        try:
+            while True:
+                self._wake.clear()
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if not batch:
+                    self._wake.wait(0.5)
+                    continue
+                try:
+                    self._deliver(batch)
+                except Exception as exc:  # the thread must outlive any broker or client error
+                    self._drop_producer()
+                    self._broker_available = False
+                    self._count_failure()
+                    logger.warning("event delivery failed, retrying in %.1fs: %r", pause, exc)
+                    remaining = max(0.0, self._close_deadline - time.monotonic())
+                    self._closing_event.wait(min(pause, remaining))
+                    pause = min(pause * 2, self._backoff_max)
+                else:
+                    pause = self._backoff_min
+        finally:
+            self._drop_producer()
+
+    def _next_batch(self) -> list[SpooledEvent] | None:
+        """The oldest spooled events, or None once closing has nothing more to do."""
+        with self._cond:
+            closing, writer_done = self._closing, not self._writer.is_alive()
+        try:
+            batch = self._spool.pending(self._batch_size)
+        except SpoolError as exc:
+            self._count_failure()
+            logger.warning("cannot read the event spool: %s", exc)
+            batch = []
+        if closing and (time.monotonic() >= self._close_deadline or (writer_done and not batch)):
+            return None
+        return batch
+
+    def _deliver(self, batch: list[SpooledEvent]) -> None:
+        """Send ``batch`` in order; ack the acknowledged prefix; raise if any record failed."""
+        producer = self._connect()
+        futures = [
+            producer.send(self.topic, key=row.key.encode(), value=row.payload) for row in batch
+        ]
+        error = self._await_acks(producer, futures)
+        done = 0
+        for future in futures:
+            if not future.is_done or future.failed():
+                error = error or future.exception or TimeoutError("record not acknowledged")
+                break
+            done += 1
+        if done:
+            acked = self._spool.ack_through(batch[done - 1].seq)
+            with self._cond:
+                self._delivered += done
+                self._spool_depth -= acked
+        if error is not None:
+            raise error
+        self._broker_available = True
+
+    def _await_acks(self, producer: KafkaProducer, futures: list[Any]) -> BaseException | None:
+        """Wait for the broker's acks; a broker silent for a second counts as unavailable."""
+        give_up = time.monotonic() + self._producer_config["delivery_timeout_ms"] / 1000 + 1
+        give_up = min(give_up, max(time.monotonic() + 0.1, self._close_deadline))
+        while True:
+            try:
+                producer.flush(max(0.0, min(1.0, give_up - time.monotonic())))
+                return None
+            except KafkaTimeoutError as exc:
+                self._broker_available = False
+                if time.monotonic() >= give_up or all(f.is_done for f in futures):
+                    return exc
+            except Exception as exc:
+                return exc
+
+    def _connect(self) -> KafkaProducer:
+        if self._producer is None:
+            producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap_servers, **self._producer_config
+            )
+            try:
+                # A restarted memory-only broker (Tansu) has lost its topics: create ours again.
+                ensure_topics(self.bootstrap_servers, [self.topic], self.partitions)
+            except Exception:
+                producer.close(timeout=0)
+                raise
+            self._producer = producer
+        return self._producer
+
+    def _drop_producer(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                producer.close(timeout=0)
+            except Exception as exc:  # closing a broken client must not stop the loop
+                logger.debug("ignoring error while closing the producer: %r", exc)
+
+    def _count_failure(self) -> None:
+        with self._cond:
+            self._failures += 1
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Spool what is queued, deliver what the broker takes within ``timeout``, stop.
+
+        Undelivered events stay in the spool file and are delivered by the next publisher
+        opened on it. Closes the spool.
+        """
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        self._closing_event.set()
+        self._writer.join(timeout)
+        self._wake.set()
+        self._sender.join(max(0.0, self._close_deadline - time.monotonic()) + 2.0)
+        if self._writer.is_alive() or self._sender.is_alive():
+            logger.error("event publisher threads did not stop in time; spool left open")
+            return
+        self._spool.close()
+
+    def __enter__(self) -> KafkaEventPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,165 @@
+"""A durable local outbox for events: an SQLite file the publisher drains to Kafka in order.
+
+Rows are appended in one transaction per batch (one fsync shared by the whole batch), read
+back oldest first, and deleted once the broker has acknowledged them. The file survives a
+restart of the router process, so events the broker never saw are delivered later.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from router_service.errors import RouterError
+
+__all__ = ["EventSpool", "SpoolError", "SpooledEvent"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    payload BLOB NOT NULL
+)
+"""
+
+
+class SpoolError(RouterError):
+    """The spool file cannot be opened, read or written (disk full, permissions, corruption)."""
+
+    status_code = 503
+    code = "event_spool_unavailable"
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledEvent:
+    """One row of the spool: its sequence number, Kafka key and encoded payload."""
+
+    seq: int
+    key: str
+    payload: bytes
+
+
+class EventSpool:
+    """An append/read/ack queue of encoded events in an SQLite file (WAL, fsync on commit)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: every commit fsyncs the WAL, so an appended batch survives a power loss.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise SpoolError(
+                f"cannot open the event spool at {self.path}: {exc}", field="spool_path"
+            ) from exc
+        self._closed = False
+
+    def append_many(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Append ``(key, payload)`` pairs in one durable transaction; return their seqs."""
+        if not items:
+            return []
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seqs = [
+                        int(
+                            self._db.execute(
+                                "INSERT INTO spool (key, payload) VALUES (?, ?)", (key, payload)
+                            ).lastrowid  # type: ignore[arg-type]
+                        )
+                        for key, payload in items
+                    ]
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot append to the event spool {self.path}: {exc}") from exc
+        return seqs
+
+    def append(self, key: str, payload: bytes) -> int:
+        """Append one event durably; return its seq."""
+        return self.append_many([(key, payload)])[0]
+
+    def pending(self, limit: int = 500) -> list[SpooledEvent]:
+        """The oldest ``limit`` events not yet acknowledged, in sequence order."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        with self._lock:
+            self._check_open()
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, key, payload FROM spool ORDER BY seq LIMIT ?", (limit,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot read the event spool {self.path}: {exc}") from exc
+        return [SpooledEvent(int(seq), str(key), bytes(payload)) for seq, key, payload in rows]
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete delivered events by seq; return how many rows were deleted."""
+        params = [(int(seq),) for seq in seqs]
+        if not params:
+            return 0
+        with self._lock:
+            self._check_open()
+            try:
+                before = self._db.total_changes
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("DELETE FROM spool WHERE seq = ?", params)
+                self._db.execute("COMMIT")
+                return self._db.total_changes - before
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise SpoolError(
+                    f"cannot acknowledge in the event spool {self.path}: {exc}"
+                ) from exc
+
+    def ack_through(self, seq: int) -> int:
+        """Delete every event with a seq up to and including ``seq``; return how many."""
+        with self._lock:
+            self._check_open()
+            try:
+                return self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,)).rowcount
+            except sqlite3.Error as exc:
+                raise SpoolError(
+                    f"cannot acknowledge in the event spool {self.path}: {exc}"
+                ) from exc
+
+    def depth(self) -> int:
+        """How many events wait for delivery."""
+        with self._lock:
+            self._check_open()
+            try:
+                return int(self._db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot read the event spool {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the file; later calls raise :class:`SpoolError`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SpoolError(f"the event spool {self.path} is closed")
+
+    def __enter__(self) -> EventSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""The durable event spool: order, acknowledgement, depth, persistence across reopen."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from router_service.spool import EventSpool, SpoolError
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[EventSpool]:
+    with EventSpool(tmp_path / "spool.sqlite3") as opened:
+        yield opened
+
+
+def test_append_many_returns_increasing_seqs_and_pending_is_in_order(spool: EventSpool) -> None:
+    seqs = spool.append_many([("t1", b"a"), ("t2", b"b"), ("t1", b"c")])
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    rows = spool.pending(10)
+    assert [(r.seq, r.key, r.payload) for r in rows] == [
+        (seqs[0], "t1", b"a"),
+        (seqs[1], "t2", b"b"),
+        (seqs[2], "t1", b"c"),
+    ]
+    assert spool.depth() == 3
+
+
+def test_pending_limit_returns_the_oldest(spool: EventSpool) -> None:
+    spool.append_many([("k", bytes([i])) for i in range(10)])
+    assert [r.payload for r in spool.pending(3)] == [b"\x00", b"\x01", b"\x02"]
+
+
+def test_ack_deletes_only_the_given_seqs(spool: EventSpool) -> None:
+    seqs = spool.append_many([("k", b"1"), ("k", b"2"), ("k", b"3")])
+    assert spool.ack([seqs[1]]) == 1
+    assert [r.payload for r in spool.pending(10)] == [b"1", b"3"]
+    assert spool.ack([seqs[1]]) == 0
+    assert spool.depth() == 2
+
+
+def test_ack_through_deletes_the_prefix(spool: EventSpool) -> None:
+    seqs = spool.append_many([("k", str(i).encode()) for i in range(5)])
+    assert spool.ack_through(seqs[2]) == 3
+    assert [r.payload for r in spool.pending(10)] == [b"3", b"4"]
+
+
+def test_seqs_never_go_back_after_the_spool_empties(spool: EventSpool) -> None:
+    first = spool.append(key="k", payload=b"x")
+    spool.ack([first])
+    assert spool.append(key="k", payload=b"y") > first
+
+
+def test_events_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    with EventSpool(path) as spool:
+        spool.append_many([("t1", b"a"), ("t2", b"b")])
+        spool.ack_through(spool.pending(1)[0].seq)
+    with EventSpool(path) as reopened:
+        assert [(r.key, r.payload) for r in reopened.pending(10)] == [("t2", b"b")]
+        assert reopened.depth() == 1
+
+
+def test_a_second_reader_sees_committed_appends(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    with EventSpool(path) as writer, EventSpool(path) as reader:
+        writer.append_many([("t", b"1")])
+        assert [r.payload for r in reader.pending(10)] == [b"1"]
+
+
+def test_concurrent_appends_keep_every_event(spool: EventSpool) -> None:
+    def append(thread: int) -> None:
+        for i in range(50):
+            spool.append_many([(f"t{thread}", f"{thread}-{i}".encode())])
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows = spool.pending(1000)
+    assert len(rows) == 200
+    for n in range(4):
+        mine = [r.payload for r in rows if r.key == f"t{n}"]
+        assert mine == [f"{n}-{i}".encode() for i in range(50)]
+
+
+def test_closed_spool_refuses_work(tmp_path: Path) -> None:
+    spool = EventSpool(tmp_path / "spool.sqlite3")
+    spool.close()
+    with pytest.raises(SpoolError, match="closed"):
+        spool.append("k", b"x")
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_pending_rejects_a_non_positive_limit(spool: EventSpool, limit: int) -> None:
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        spool.pending(limit)
+
+
+def test_unopenable_path_names_the_spool(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SpoolError, match="cannot open the event spool") as info:
+        EventSpool(blocker / "spool.sqlite3")
+    assert info.value.field == "spool_path"
+    assert info.value.retriable

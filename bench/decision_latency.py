@@ -370,10 +370,10 @@ def main(argv: list[str] | None = None) -> list[ServerRun]:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = BenchConfig.quick_run() if args.quick else BenchConfig()
     command = shlex.join(["python", "-m", "bench.decision_latency", *(argv or sys.argv[1:])])
-    started = datetime.now(UTC)
+    started, machine = datetime.now(UTC), machine_facts()
     with tempfile.TemporaryDirectory(prefix="bench-decision-") as tmp:
         runs = run_benchmark(config, Path(tmp))
-    document = render_markdown(runs, config, command, started, machine_facts())
+    document = render_markdown(runs, config, command, started, machine)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(document)
     print(document)

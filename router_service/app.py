@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from router_service.api import decisions, health, models, tasks
+from router_service.api import admin, decisions, health, models, outcomes, tasks
 from router_service.errors import RouterError
 from router_service.settings import Settings
 from router_service.state import RouterState
@@ -21,8 +23,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.router = RouterState.build(settings)
+        state = RouterState.build(settings)
+        app.state.router = state
+        sweeper = asyncio.create_task(_expire_reservations(state))
         yield
+        sweeper.cancel()
 
     app = FastAPI(
         title="budget-router",
@@ -30,11 +35,24 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (health, models, tasks, decisions):
+    for module in (health, models, tasks, decisions, outcomes, admin):
         app.include_router(module.router)
     app.add_exception_handler(RouterError, _router_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
+
+
+async def _expire_reservations(state: RouterState) -> None:
+    """Book reservations no outcome settled in time at their estimate."""
+    log = logging.getLogger("budget_router.ledger")
+    while True:
+        await asyncio.sleep(state.settings.expiry_sweep_seconds)
+        for settlement in state.ledger.expire():
+            r = settlement.reservation
+            log.warning(
+                "reservation expired",
+                extra={"decision_id": r.decision_id, "task_id": r.task_id, "dollars": r.dollars},
+            )
 
 
 async def _router_error(request: Request, exc: Exception) -> JSONResponse:

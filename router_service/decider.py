@@ -1,28 +1,47 @@
-"""One routing decision: candidates, exclusions, the policy's draw, and the explanation."""
+"""One routing decision: candidates, the governor's rules, the policy's draw, the reservation.
+
+The whole decision runs inside the task's ledger transaction, so the headroom the governor
+reads is still there when the reservation is committed.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from router_service.catalog import Catalog, ModelSpec
+from router_service.catalog import ModelSpec
 from router_service.errors import InvalidRequest
 from router_service.features import action_features, shared_features
-from router_service.policy import RoutingPolicy
-from router_service.schemas import Alternative, DecideRequest, Decision, Task
+from router_service.governor import (
+    Costed,
+    Plan,
+    finish,
+    plan_step,
+    price_step,
+    primary_action,
+    reshape,
+)
+from router_service.ledger import Reservation, TaskBooks
+from router_service.policy import Choice
+from router_service.schemas import (
+    Alternative,
+    DecideRequest,
+    Decision,
+    Task,
+    TrustDomainUsed,
+)
+from router_service.state import RouterState
+from router_service.trust import ResolvedDomain
 
 
-@dataclass(frozen=True)
-class Candidate:
-    model: ModelSpec
-    estimated_cost: float | None
-    excluded_reason: str | None = None
-
-
-def candidates_for(request: DecideRequest, catalog: Catalog) -> list[Candidate]:
-    """Every catalog model with its cost estimate for this step and why it is out, if it is."""
-    models = catalog.snapshot()
+def price_candidates(
+    request: DecideRequest,
+    books: TaskBooks,
+    models: dict[str, ModelSpec],
+    domain: ResolvedDomain,
+    state: RouterState,
+) -> list[Costed]:
+    """Every catalog model priced for this step, with why it is out where it is."""
     if request.candidates is not None:
         unknown = [m for m in request.candidates if m not in models]
         if unknown:
@@ -32,32 +51,38 @@ def candidates_for(request: DecideRequest, catalog: Catalog) -> list[Candidate]:
                 value=unknown,
             )
     step = request.step
+    room = books.headroom(step.kind)
+    input_tokens = min(step.input_tokens, room.input_tokens)
+    min_rank = domain.policy.min_tier_rank(step.kind)
     result = []
     for model in models.values():
-        cost = model.token_cost(step.input_tokens, step.expected_output_tokens)
+        observed = state.observed_costs.estimate(model.id, step.type)
+        estimate = model.token_cost(input_tokens, step.expected_output_tokens)
+        if estimate is None:
+            estimate = observed
+        grant, reservation, budget_reason = price_step(
+            model, input_tokens, step.expected_output_tokens, room, state.governor, observed
+        )
         reason = None
         if request.candidates is not None and model.id not in request.candidates:
             reason = "not among the request's candidates"
-        elif step.input_tokens + step.expected_output_tokens > model.context_window:
+        elif not domain.policy.allows(model.id):
+            reason = f"not allowed in trust domain {domain.name!r}"
+        elif model.tier_rank < min_rank:
+            reason = f"{model.tier} is below the {domain.name!r} minimum for {step.kind} steps"
+        elif input_tokens + step.expected_output_tokens > model.context_window:
             reason = (
-                f"step needs {step.input_tokens + step.expected_output_tokens} tokens, "
+                f"step needs {input_tokens + step.expected_output_tokens} tokens, "
                 f"context window is {model.context_window}"
             )
-        result.append(Candidate(model, cost, reason))
+        result.append(Costed(model, estimate, reason, budget_reason, grant, reservation))
     return result
 
 
-def decide(request: DecideRequest, task: Task, catalog: Catalog, policy: RoutingPolicy) -> Decision:
-    """Score the allowed candidates, sample one, and explain the choice."""
-    candidates = candidates_for(request, catalog)
-    allowed = [c for c in candidates if c.excluded_reason is None]
-    if not allowed:
-        raise InvalidRequest(
-            "no candidate model can take this step: "
-            + "; ".join(f"{c.model.id}: {c.excluded_reason}" for c in candidates),
-            field="step",
-            value=request.step.model_dump(),
-        )
+def decide(request: DecideRequest, task: Task, state: RouterState) -> Decision:
+    """Govern, score, sample and reserve, atomically for the task."""
+    domain = state.trust.resolve(task.trust_domain)
+    policy = state.policy
     shared = shared_features(
         request.step,
         request.signals,
@@ -66,47 +91,131 @@ def decide(request: DecideRequest, task: Task, catalog: Catalog, policy: Routing
         tags=task.tags,
         context=request.context,
     )
-    actions = [action_features(c.model, c.estimated_cost) for c in allowed]
-    choice = policy.choose(shared, actions)
-    chosen = allowed[choice.index]
-    probabilities = {c.model.id: p for c, p in zip(allowed, choice.pmf, strict=True)}
-    alternatives = [
-        Alternative(
-            model=c.model.id,
-            probability=probabilities.get(c.model.id, 0.0),
-            estimated_cost_dollars=c.estimated_cost,
-            excluded=c.excluded_reason is not None,
-            excluded_reason=c.excluded_reason,
+    decision_id = f"dec_{uuid.uuid4().hex}"
+    with state.ledger.transaction(task.task_id) as txn:
+        books = txn.books
+        before = books.view()
+        candidates = price_candidates(request, books, state.catalog.snapshot(), domain, state)
+        plan = plan_step(
+            request, books, task.planned_steps, candidates, domain.policy, state.governor
         )
-        for c in candidates
-    ]
-    alternatives.sort(key=lambda a: (a.excluded, -a.probability))
+        chosen: Costed | None = None
+        choice: Choice | None = None
+        drawn_from: list[Costed] = []
+        if plan.stop is None:
+            drawn_from, choice = _draw(plan, candidates, request, books, task, shared, state)
+            chosen = drawn_from[choice.index]
+            finish(plan, chosen, request, books, domain.policy, state.governor)
+        reserved = 0.0
+        if chosen is not None and plan.stop is None:
+            txn.reserve(
+                Reservation(
+                    decision_id=decision_id,
+                    task_id=task.task_id,
+                    model=chosen.model.id,
+                    step_kind=request.step.kind,
+                    dollars=chosen.reservation,
+                    input_tokens=plan.input_tokens,
+                    output_tokens=chosen.grant,
+                    is_retry=request.signals.retries > 0,
+                    expires_at=state.ledger.now() + state.governor.reservation_ttl_seconds,
+                )
+            )
+            reserved = chosen.reservation
+        after = books.view()
+    action = primary_action(plan)
+    probabilities = {}
+    if choice is not None:
+        probabilities = {c.model.id: p for c, p in zip(drawn_from, choice.pmf, strict=True)}
+    served = chosen if plan.stop is None or plan.stop == "require_confirmation" else None
     return Decision(
-        decision_id=f"dec_{uuid.uuid4().hex}",
+        decision_id=decision_id,
         task_id=task.task_id,
-        model=chosen.model.id,
-        propensity=choice.propensity,
-        alternatives=alternatives,
-        reasons=_reasons(chosen, choice.propensity, max(choice.pmf), len(allowed), policy),
+        model=served.model.id if served else None,
+        propensity=choice.propensity if served and choice else None,
+        action=action,
+        rules=plan.rules,
+        alternatives=_alternatives(candidates, drawn_from, probabilities),
+        reasons=_reasons(plan, served, choice, len(drawn_from), policy.version),
+        max_output_tokens=served.grant if served else 0,
+        max_input_tokens=plan.input_tokens if served else 0,
+        reserved_dollars=reserved,
         policy_version=policy.version,
         exploration=policy.describe_exploration(),
+        trust_domain=TrustDomainUsed(
+            name=domain.name, fallback=domain.fallback, policy_version=domain.version
+        ),
         step=request.step,
+        signals=request.signals,
         budget=task.budget,
+        ledger_before=before,
+        ledger=after,
         created_at=datetime.now(UTC),
     )
 
 
-def _reasons(
-    chosen: Candidate, propensity: float, top: float, allowed: int, policy: RoutingPolicy
-) -> list[str]:
-    kind = "policy's top choice" if propensity >= top else "exploration"
-    cost = (
-        "unpriced (cost from outcomes)"
-        if chosen.estimated_cost is None
-        else f"estimated ${chosen.estimated_cost:.6f}"
+def _draw(
+    plan: Plan,
+    candidates: list[Costed],
+    request: DecideRequest,
+    books: TaskBooks,
+    task: Task,
+    shared: dict,
+    state: RouterState,
+) -> tuple[list[Costed], Choice]:
+    """The policy's preference over eligible models, reshaped by budget, then one draw."""
+    policy = state.policy
+    domain = state.trust.resolve(task.trust_domain).policy
+    eligible = [c for c in candidates if c.eligible]
+    preference = policy.pmf(shared, [action_features(c.model, c.estimated_cost) for c in eligible])
+    preferred = eligible[max(range(len(eligible)), key=preference.__getitem__)]
+    drawn_from = reshape(
+        plan, preferred, plan.allowed, request, books, task.planned_steps, state.governor
     )
-    return [
-        f"{chosen.model.id} ({chosen.model.tier} tier, {cost}) picked by {kind} "
-        f"with probability {propensity:.3f} among {allowed} allowed models",
-        f"policy {policy.version}, {policy.describe_exploration()}",
-    ]
+    if drawn_from == eligible:
+        pmf = preference
+    else:
+        pmf = policy.pmf(shared, [action_features(c.model, c.estimated_cost) for c in drawn_from])
+    return drawn_from, policy.sample(pmf, domain.max_exploration)
+
+
+def _alternatives(
+    candidates: list[Costed], drawn_from: list[Costed], probabilities: dict[str, float]
+) -> list[Alternative]:
+    considered = {c.model.id for c in drawn_from}
+    result = []
+    for c in candidates:
+        reason = c.excluded_reason
+        if reason is None and c.model.id not in considered and drawn_from:
+            reason = "set aside by the governor's rule"
+        result.append(
+            Alternative(
+                model=c.model.id,
+                probability=probabilities.get(c.model.id, 0.0),
+                estimated_cost_dollars=c.estimated_cost,
+                excluded=reason is not None,
+                excluded_reason=reason,
+            )
+        )
+    result.sort(key=lambda a: (a.excluded, -a.probability))
+    return result
+
+
+def _reasons(
+    plan: Plan, chosen: Costed | None, choice: Choice | None, allowed: int, version: str
+) -> list[str]:
+    reasons = [f"{r.action} ({r.rule}): {r.detail}" for r in plan.rules]
+    if chosen is not None and choice is not None:
+        top = max(choice.pmf)
+        how = "policy's top choice" if choice.propensity >= top else "exploration"
+        cost = (
+            "cost from outcomes"
+            if chosen.estimated_cost is None
+            else f"estimated ${chosen.estimated_cost:.6f}"
+        )
+        reasons.append(
+            f"{chosen.model.id} ({chosen.model.tier} tier, {cost}, reserving "
+            f"${chosen.reservation:.6f} for up to {chosen.grant} output tokens) picked by {how} "
+            f"with probability {choice.propensity:.3f} among {allowed} models, policy {version}"
+        )
+    return reasons

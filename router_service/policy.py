@@ -47,17 +47,40 @@ class RoutingPolicy:
             return f"squarecb(gamma_scale={spec.squarecb_gamma_scale:g})"
         return f"epsilon-greedy(epsilon={spec.epsilon:g})"
 
-    def choose(self, shared: Namespaces, actions: Sequence[Namespaces]) -> Choice:
-        """Draw one action from the model's exploration pmf."""
+    def pmf(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[float]:
+        """The model's exploration pmf over ``actions``."""
         with self._lock:
-            pmf = self.model.predict(shared, actions)
+            return self.model.predict(shared, actions)
+
+    def sample(self, pmf: list[float], max_exploration: float = 1.0) -> Choice:
+        """Draw from ``pmf`` after capping the mass off its top action at ``max_exploration``."""
+        capped = cap_exploration(pmf, max_exploration)
+        with self._lock:
             draw = self._rng.random()
         cumulative = 0.0
-        for index, probability in enumerate(pmf):
+        for index, probability in enumerate(capped):
             cumulative += probability
-            if draw < cumulative:
-                return Choice(index, pmf)
-        return Choice(len(pmf) - 1, pmf)
+            if draw < cumulative and probability > 0:
+                return Choice(index, capped)
+        return Choice(max(range(len(capped)), key=capped.__getitem__), capped)
+
+    def choose(
+        self, shared: Namespaces, actions: Sequence[Namespaces], max_exploration: float = 1.0
+    ) -> Choice:
+        """Draw one action from the model's exploration pmf."""
+        return self.sample(self.pmf(shared, actions), max_exploration)
+
+
+def cap_exploration(pmf: list[float], max_exploration: float) -> list[float]:
+    """Mix ``pmf`` towards its top action so at most ``max_exploration`` lies elsewhere."""
+    top = max(range(len(pmf)), key=pmf.__getitem__)
+    explored = 1.0 - pmf[top]
+    if explored <= max_exploration:
+        return pmf
+    keep = max_exploration / explored
+    capped = [p * keep for p in pmf]
+    capped[top] += 1.0 - keep
+    return capped
 
 
 def exploration_spec(settings: Settings) -> ExplorationSpec:

@@ -7,6 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+Action = Literal[
+    "proceed",
+    "upgrade",
+    "downgrade",
+    "compress_context",
+    "skip_optional",
+    "require_confirmation",
+    "abort",
+]
 StepKind = Literal[
     "control", "execution", "verification", "presentation", "final_synthesis", "handoff"
 ]
@@ -74,6 +83,7 @@ class DecideRequest(Strict):
     signals: Signals = Field(default_factory=Signals)
     context: dict[str, float | str] = Field(default_factory=dict, max_length=32)
     candidates: list[str] | None = Field(None, min_length=1)
+    confirmed: bool = Field(False, description="the agent confirms an expensive branch")
 
 
 class Alternative(BaseModel):
@@ -84,18 +94,89 @@ class Alternative(BaseModel):
     excluded_reason: str | None = None
 
 
+class LedgerView(BaseModel):
+    """The books of one task as reported by the API."""
+
+    spent_dollars: float
+    reserved_dollars: float
+    remaining_dollars: float
+    input_tokens_used: int
+    output_tokens_used: int
+    retries_used: int
+    steps: int
+
+
+class Rule(BaseModel):
+    """One governor rule that fired, the action it implies, and why."""
+
+    rule: str
+    action: Action
+    detail: str
+
+
+class TrustDomainUsed(BaseModel):
+    name: str
+    fallback: bool
+    policy_version: str
+
+
 class Decision(BaseModel):
     decision_id: str
     task_id: str
-    model: str
-    propensity: float
+    model: str | None = Field(description="null when the governor skips, aborts or asks first")
+    propensity: float | None
+    action: Action
+    rules: list[Rule]
     alternatives: list[Alternative]
     reasons: list[str]
+    max_output_tokens: int = Field(description="output limit to pass to the provider")
+    max_input_tokens: int = Field(description="input tokens the step may send")
+    reserved_dollars: float
     policy_version: str
     exploration: str
+    trust_domain: TrustDomainUsed
     step: Step
+    signals: Signals
     budget: Budget
+    ledger_before: LedgerView
+    ledger: LedgerView
     created_at: datetime
+
+
+class OutcomeReport(Strict):
+    """What a step cost and how it went; settles the decision's reservation."""
+
+    decision_id: str = Field(pattern=ID_PATTERN)
+    success: bool
+    quality: float = Field(ge=0, le=1)
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0, description="visible output tokens")
+    reasoning_tokens: int = Field(0, ge=0, description="hidden reasoning, billed as output")
+    cached_input_tokens: int = Field(0, ge=0, description="part of input_tokens read from cache")
+    cost_dollars: float | None = Field(
+        None, ge=0, description="computed from the catalog if absent"
+    )
+    latency_ms: float | None = Field(None, ge=0)
+    error: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _cached_within_input(self) -> OutcomeReport:
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens must not exceed input_tokens")
+        return self
+
+
+class OutcomeAccepted(BaseModel):
+    decision_id: str
+    task_id: str
+    cost_dollars: float
+    exceeded_grant: bool
+    ledger: LedgerView
+
+
+class CloseRequest(Strict):
+    success: bool
+    quality: float = Field(ge=0, le=1)
 
 
 class Task(BaseModel):
@@ -107,6 +188,7 @@ class Task(BaseModel):
     tags: dict[str, str]
     status: Literal["open", "closed"]
     created_at: datetime
+    ledger: LedgerView | None = None
 
 
 class TaskWithDecisions(Task):

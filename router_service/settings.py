@@ -30,6 +30,18 @@ class ExplorationSettings(BaseModel):
     squarecb_gamma_scale: float = Field(10.0, gt=0.0)
 
 
+class GovernorSettings(BaseModel):
+    """Thresholds of the governor's rules."""
+
+    burn_margin: float = Field(0.15, ge=0, description="spent share ahead of plan that downgrades")
+    tight_fraction: float = Field(0.25, ge=0, le=1, description="left share that skips optional")
+    output_grant_factor: float = Field(1.5, ge=1, description="grant = expected output x this")
+    recovery_confidence: float = Field(0.4, ge=0, le=1, description="below this, upgrade")
+    context_crowding: float = Field(0.8, gt=0, le=1, description="window share that compresses")
+    reservation_ttl_seconds: float = Field(900.0, gt=0)
+    unpriced_step_cost: float = Field(0.01, ge=0, description="reserve for unobserved unpriced")
+
+
 class Settings(BaseSettings):
     """Everything the router service needs, built once at startup."""
 
@@ -47,9 +59,12 @@ class Settings(BaseSettings):
     tier_preferences: dict[str, Tier] = Field(
         default_factory=lambda: dict(DEFAULT_TIER_PREFERENCES)
     )
+    trust_policy_path: Path | None = None
+    governor: GovernorSettings = GovernorSettings()
+    expiry_sweep_seconds: float = Field(5.0, gt=0)
     prior_examples_per_kind: int = Field(30, ge=0)
 
-    @field_validator("catalog_path", "policy_model_path")
+    @field_validator("catalog_path", "policy_model_path", "trust_policy_path")
     @classmethod
     def _must_exist(cls, path: Path | None) -> Path | None:
         if path is not None and not path.is_file():

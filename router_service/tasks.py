@@ -8,21 +8,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from router_service.errors import Conflict, NotFound
-from router_service.schemas import Decision, Task, TaskCreate, TaskWithDecisions
+from router_service.schemas import Decision, Task, TaskCreate
 
 
 @dataclass
 class TaskRecord:
     task: Task
     decisions: list[Decision] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class TaskStore:
-    """Tasks by id with their decisions; each task has its own lock for its ledger."""
+    """Tasks by id with their decisions, and decisions by id for settling outcomes."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskRecord] = {}
+        self._decisions: dict[str, Decision] = {}
         self._lock = threading.Lock()
 
     def open(self, request: TaskCreate) -> Task:
@@ -49,7 +49,21 @@ class TaskStore:
             raise NotFound(f"unknown task {task_id!r}", field="task_id", value=task_id)
         return record
 
-    def view(self, task_id: str) -> TaskWithDecisions:
-        record = self.get(task_id)
-        with record.lock:
-            return TaskWithDecisions(**record.task.model_dump(), decisions=list(record.decisions))
+    def add_decision(self, decision: Decision) -> None:
+        with self._lock:
+            self._tasks[decision.task_id].decisions.append(decision)
+            self._decisions[decision.decision_id] = decision
+
+    def decision(self, decision_id: str) -> Decision:
+        decision = self._decisions.get(decision_id)
+        if decision is None:
+            raise NotFound(
+                f"unknown decision {decision_id!r}", field="decision_id", value=decision_id
+            )
+        return decision
+
+    def mark_closed(self, task_id: str) -> Task:
+        with self._lock:
+            record = self.get(task_id)
+            record.task = record.task.model_copy(update={"status": "closed"})
+            return record.task

@@ -20,15 +20,15 @@ async def decide_step(state: StateDep, body: DecideRequest) -> Decision:
     record = state.tasks.get(body.task_id)
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
-    decision = decide(body, record.task, state.catalog, state.policy)
-    with record.lock:
-        record.decisions.append(decision)
+    decision = decide(body, record.task, state)
+    state.tasks.add_decision(decision)
     log.info(
         "decision",
         extra={
             "decision_id": decision.decision_id,
             "task_id": decision.task_id,
             "model": decision.model,
+            "action": decision.action,
             "propensity": decision.propensity,
         },
     )

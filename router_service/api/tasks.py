@@ -1,20 +1,35 @@
-"""Tasks: open one, read it back with its decisions."""
+"""Tasks: open one, read it back with its ledger and decisions, close it."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, status
 
 from router_service.deps import StateDep
-from router_service.schemas import Task, TaskCreate, TaskWithDecisions
+from router_service.schemas import CloseRequest, Task, TaskCreate, TaskWithDecisions
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def open_task(state: StateDep, body: TaskCreate) -> Task:
-    return state.tasks.open(body)
+    task = state.open_task(body)
+    return task.model_copy(update={"ledger": state.ledger.view(task.task_id)})
 
 
 @router.get("/{task_id}")
 async def get_task(state: StateDep, task_id: str) -> TaskWithDecisions:
-    return state.tasks.view(task_id)
+    record = state.tasks.get(task_id)
+    return TaskWithDecisions(
+        **record.task.model_dump(exclude={"ledger"}),
+        ledger=state.ledger.view(task_id),
+        decisions=list(record.decisions),
+    )
+
+
+@router.post("/{task_id}/close")
+async def close_task(state: StateDep, task_id: str, body: CloseRequest) -> Task:
+    """End the task; it refuses new decisions, in-flight outcomes still settle."""
+    state.tasks.get(task_id)
+    ledger = state.ledger.close(task_id)
+    task = state.tasks.mark_closed(task_id)
+    return task.model_copy(update={"ledger": ledger})

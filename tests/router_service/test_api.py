@@ -154,12 +154,13 @@ def test_bad_decision_requests_are_4xx_naming_the_field(
     assert any(n and n.startswith(field) for n in named), error
 
 
-def test_step_that_no_model_can_hold_is_refused_with_reasons(client: TestClient) -> None:
-    open_task(client, task_id="t-huge")
+def test_step_that_no_model_can_hold_aborts_with_reasons(client: TestClient) -> None:
+    open_task(client, task_id="t-huge", budget=budget(max_input_tokens=50_000_000))
     huge = step(input_tokens=5_000_000)
-    response = client.post("/v1/decide", json={"task_id": "t-huge", "step": huge})
-    assert response.status_code == 422
-    assert "context window" in response.json()["error"]["message"]
+    decision = client.post("/v1/decide", json={"task_id": "t-huge", "step": huge}).json()
+    assert decision["action"] == "abort" and decision["model"] is None
+    assert "context window" in decision["rules"][0]["detail"]
+    assert "final_synthesis may still use" in decision["rules"][0]["detail"]
 
 
 def test_unknown_model_and_duplicate_task_are_clear(client: TestClient) -> None:

@@ -26,7 +26,7 @@ from kafka.errors import KafkaTimeoutError
 from pydantic import BaseModel, Field
 
 from router_service.embedded_broker import ensure_topics
-from router_service.errors import RouterError
+from router_service.errors import ConfigError, RouterError
 from router_service.events import EventBase, encode_event
 from router_service.spool import EventSpool, SpooledEvent, SpoolError
 
@@ -41,6 +41,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_MAX_COMMIT = 1_000  # events per spool transaction (one fsync)
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "enable_idempotence": True,
@@ -188,21 +189,43 @@ class KafkaEventPublisher:
         self._wake = threading.Event()  # set when the spool has new rows, or on close
         self._closing_event = threading.Event()  # cuts delivery backoff short on close
         self._published = self._spooled = self._delivered = self._failures = 0
+        self._writing = 0  # taken off the queue by the writer, not yet committed
         self._spool_depth = spool.depth()
         self._broker_available = False
 
-        self._writer = threading.Thread(target=self._write_loop, name="event-spool-writer")
-        self._sender = threading.Thread(target=self._deliver_loop, name="event-delivery")
+        # Daemons, so a forgotten close() cannot hang interpreter exit; close() is the contract.
+        self._writer = threading.Thread(
+            target=self._write_loop, name="event-spool-writer", daemon=True
+        )
+        self._sender = threading.Thread(
+            target=self._deliver_loop, name="event-delivery", daemon=True
+        )
         self._writer.start()
         self._sender.start()
 
     @classmethod
     def from_settings(
-        cls, settings: KafkaSettings, bootstrap_servers: str, spool_path: Path, **kwargs: Any
+        cls,
+        settings: KafkaSettings,
+        spool_path: Path,
+        bootstrap_servers: str | None = None,
+        **kwargs: Any,
     ) -> KafkaEventPublisher:
-        """A publisher for ``settings.events_topic`` spooling to ``spool_path``."""
+        """A publisher for ``settings.events_topic`` spooling to ``spool_path``.
+
+        ``bootstrap_servers`` overrides the setting; pass the embedded broker's ``bootstrap``
+        when the setting is None.
+        """
+        bootstrap = bootstrap_servers or settings.bootstrap_servers
+        if not bootstrap:
+            raise ConfigError(
+                "kafka.bootstrap_servers is not set: expected host:port[,host:port...] or the "
+                "bootstrap of the embedded broker started by the caller",
+                field="kafka.bootstrap_servers",
+                value=settings.bootstrap_servers,
+            )
         return cls(
-            bootstrap_servers,
+            bootstrap,
             settings.events_topic,
             EventSpool(spool_path),
             partitions=settings.partitions,
@@ -253,7 +276,7 @@ class KafkaEventPublisher:
     def depth(self) -> int:
         """Events accepted but not yet acknowledged by the broker (in memory or spooled)."""
         with self._cond:
-            return len(self._queue) + self._spool_depth
+            return len(self._queue) + self._writing + self._spool_depth
 
     @property
     def broker_available(self) -> bool:
@@ -268,7 +291,7 @@ class KafkaEventPublisher:
                 spooled=self._spooled,
                 delivered=self._delivered,
                 failures=self._failures,
-                depth=len(self._queue) + self._spool_depth,
+                depth=len(self._queue) + self._writing + self._spool_depth,
                 broker_available=self._broker_available,
             )
 
@@ -282,15 +305,17 @@ class KafkaEventPublisher:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), 1000))]
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_COMMIT))]
+                self._writing = len(batch)
             items, accepted = self._encode(batch)
             try:
                 self._spool.append_many(items)
-            except SpoolError as exc:
+            except Exception as exc:  # the writer must outlive a failing disk
                 pause = self._spool_failed(accepted, exc, pause)
                 continue
             pause = self._backoff_min
             with self._cond:
+                self._writing = 0
                 self._spooled += len(items)
                 self._spool_depth += len(items)
             for queued in accepted:
@@ -314,7 +339,7 @@ class KafkaEventPublisher:
             accepted.append(queued)
         return items, accepted
 
-    def _spool_failed(self, batch: list[_Queued], exc: SpoolError, pause: float) -> float:
+    def _spool_failed(self, batch: list[_Queued], exc: Exception, pause: float) -> float:
         """Fail the durable callers (they answer 503), requeue the rest, back off."""
         self._count_failure()
         logger.warning("event spool write failed, retrying in %.1fs: %s", pause, exc)
@@ -323,8 +348,9 @@ class KafkaEventPublisher:
             if queued.future is None:
                 retry.append(queued)
             else:
-                _settle(queued.future, PublisherError(str(exc)))
+                _settle(queued.future, PublisherError(f"the event was not spooled: {exc}"))
         with self._cond:
+            self._writing = 0
             if self._closing and time.monotonic() >= self._close_deadline:
                 logger.error("closing with %d events that could not be spooled", len(retry))
                 return pause

@@ -6,12 +6,13 @@ import asyncio
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from router_service.embedded_broker import EmbeddedBroker, free_port
+from router_service.errors import ConfigError
 from router_service.events import CorrectionEvent, EventBase, decode_event
 from router_service.publisher import (
     EventPublisher,
@@ -20,7 +21,7 @@ from router_service.publisher import (
     KafkaSettings,
     PublisherError,
 )
-from router_service.spool import EventSpool
+from router_service.spool import EventSpool, SpoolError
 from tests.kafka_helpers import consume_events, managed_broker, wait_until
 
 TOPIC = "budget-router.events"
@@ -287,3 +288,54 @@ def test_publish_cost_and_durable_throughput(broker: EmbeddedBroker, spool_path:
     print(f"\npublish(): {publish_us:.1f} us/call; publish_durable x16: {durable_per_s:.0f}/s")
     assert publish_us < 200
     assert durable_per_s > 500
+
+
+class FailingSpool(EventSpool):
+    """A real spool whose first ``failures`` appends fail, as on a full or broken disk."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    def append_many(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise SpoolError(f"disk full while writing {self.path}")
+        return super().append_many(items)
+
+
+def test_a_failed_spool_write_fails_the_durable_caller_and_retries_the_rest(
+    spool_path: Path,
+) -> None:
+    spool = FailingSpool(spool_path, failures=1)
+    publisher = KafkaEventPublisher(f"127.0.0.1:{free_port()}", TOPIC, spool, backoff=(0.05, 0.3))
+    try:
+        refused, kept = event("t", 0), event("t", 1)
+        with pytest.raises(PublisherError, match="not spooled: disk full") as info:
+            publisher.publish_durable(refused)
+        assert info.value.retriable
+        spool.failures = 2
+        publisher.publish(kept)
+        wait_until(lambda: publisher.stats().spooled == 1, 10, "the retried event to be spooled")
+        assert publisher.stats().failures >= 3
+        with EventSpool(spool_path) as reader:
+            assert [decode_event(r.payload).event_id for r in reader.pending(10)] == [kept.event_id]
+    finally:
+        publisher.close(timeout=0.2)
+
+
+def test_from_settings_needs_a_bootstrap(spool_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap_servers is not set") as info:
+        KafkaEventPublisher.from_settings(KafkaSettings(), spool_path)
+    assert info.value.field == "kafka.bootstrap_servers"
+
+
+def test_from_settings_uses_the_topic_setting(broker: EmbeddedBroker, spool_path: Path) -> None:
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, events_topic="custom.events")
+    published = event("t", 0)
+    with KafkaEventPublisher.from_settings(settings, spool_path) as publisher:
+        publisher.publish(published)
+        wait_until(lambda: publisher.depth == 0, 15, "delivery")
+    assert [e.event_id for e in consume_events(broker.bootstrap, "custom.events", 1)] == [
+        published.event_id
+    ]

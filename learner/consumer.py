@@ -117,6 +117,7 @@ class EventConsumer:
                 request_timeout_ms=settings.request_timeout_ms,
                 fetch_max_wait_ms=min(100, settings.poll_timeout_ms),
                 max_partition_fetch_bytes=8 * 1024 * 1024,
+                check_crcs=settings.check_crcs,
             )
         except KafkaError as exc:
             raise BrokerUnavailable(

@@ -277,6 +277,7 @@ class Learner:
             "duplicate_outcomes": join_stats["duplicate_outcomes"],
             "late": join_stats["late"],
             "unjoined": join_stats["unjoined"],
+            "task_corrections_stored_only": join_stats["task_corrections"],
             "pending": self.join.pending(),
             "consumer_lag": self.lag,
             "lambdas": self.allocator.lambdas(),

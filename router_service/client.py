@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypedDict, TypeVar, Unpack
+from typing import Any, ClassVar, Generic, Literal, TypedDict, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel
@@ -339,10 +339,10 @@ class BudgetRouterClient(_ClientBase):
         decision_id: str | None = None,
         task_id: str | None = None,
         preferred_model: str | None = None,
-        rating: int | None = None,
+        rating: Literal["up", "down"] | None = None,
         note: str | None = None,
     ) -> dict[str, Any]:
-        """Send a human correction: the model that should have run, a rating, a note."""
+        """Send a human verdict on a decision or a task: the better model and/or up/down."""
         return self._run(
             _correct(
                 decision_id=decision_id,
@@ -478,10 +478,10 @@ class AsyncBudgetRouterClient(_ClientBase):
         decision_id: str | None = None,
         task_id: str | None = None,
         preferred_model: str | None = None,
-        rating: int | None = None,
+        rating: Literal["up", "down"] | None = None,
         note: str | None = None,
     ) -> dict[str, Any]:
-        """Send a human correction: the model that should have run, a rating, a note."""
+        """Send a human verdict on a decision or a task: the better model and/or up/down."""
         return await self._run(
             _correct(
                 decision_id=decision_id,

@@ -200,11 +200,13 @@ def test_conflict_without_a_lost_answer_is_an_error() -> None:
 
 def test_bearer_key_and_correction_body() -> None:
     script = Recorder(httpx.Response(202, json={"correction_id": "c-1"}))
-    answer = script.client(api_key="br_k").correct(decision_id="d-1", rating=-1, note="too weak")
+    answer = script.client(api_key="br_k").correct(
+        decision_id="d-1", rating="down", note="too weak"
+    )
     assert answer == {"correction_id": "c-1"}
     assert script.requests[0].headers["authorization"] == "Bearer br_k"
     assert script.requests[0].url.path == "/v1/corrections"
-    assert script.body() == {"decision_id": "d-1", "rating": -1, "note": "too weak"}
+    assert script.body() == {"decision_id": "d-1", "rating": "down", "note": "too weak"}
 
 
 def test_non_json_error_keeps_status_and_text() -> None:

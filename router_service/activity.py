@@ -1,0 +1,413 @@
+"""Recent decisions, outcomes and task spend kept in memory for the operator dashboard.
+
+A bounded ring buffer fed by the decide, outcome and close endpoints; every aggregation is
+computed on request from a snapshot taken under the lock, so recording stays cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from router_service.schemas import Decision, LedgerView, OutcomeReport, Task
+
+NO_MODEL = "(no model)"
+BUCKET_STEPS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
+TOP_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class OutcomeRecord:
+    """How one decided step went, as reported to the outcome endpoint."""
+
+    success: bool
+    quality: float
+    cost_dollars: float
+    latency_ms: float | None
+    recorded_at: float
+
+
+@dataclass
+class DecisionRecord:
+    """A decision with the task facts the dashboard groups by, and its outcome once known."""
+
+    decision: Decision
+    trust_domain: str
+    task_type: str
+    outcome: OutcomeRecord | None = None
+
+
+@dataclass
+class TaskSpend:
+    """The latest known books of one task."""
+
+    task_id: str
+    trust_domain: str
+    task_type: str
+    total_dollars: float
+    spent_dollars: float
+    reserved_dollars: float
+    status: str
+    decisions: int
+    updated_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "trust_domain": self.trust_domain,
+            "task_type": self.task_type,
+            "total_dollars": self.total_dollars,
+            "spent_dollars": self.spent_dollars,
+            "reserved_dollars": self.reserved_dollars,
+            "status": self.status,
+            "decisions": self.decisions,
+        }
+
+
+class ActivityLog:
+    """Thread-safe bounded log of recent decisions, outcomes and per-task spend."""
+
+    def __init__(
+        self,
+        max_decisions: int = 20_000,
+        max_tasks: int = 5_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_decisions < 1:
+            raise ValueError(f"max_decisions must be at least 1, got {max_decisions}")
+        if max_tasks < 1:
+            raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
+        self.max_decisions = max_decisions
+        self.max_tasks = max_tasks
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._records: deque[DecisionRecord] = deque()
+        self._by_id: dict[str, DecisionRecord] = {}
+        self._tasks: OrderedDict[str, TaskSpend] = OrderedDict()
+        self._outcomes = 0
+
+    def record_decision(self, decision: Decision, task: Task) -> None:
+        """Log a decision and take the task's books from the ledger view it carries."""
+        record = DecisionRecord(decision, task.trust_domain, task.task_type)
+        with self._lock:
+            if len(self._records) >= self.max_decisions:
+                evicted = self._records.popleft()
+                self._by_id.pop(evicted.decision.decision_id, None)
+            self._records.append(record)
+            self._by_id[decision.decision_id] = record
+            spend = self._task(task)
+            spend.decisions += 1
+            spend.status = task.status
+            self._books(spend, decision.ledger)
+
+    def record_outcome(
+        self,
+        decision: Decision,
+        outcome: OutcomeReport,
+        cost_dollars: float,
+        ledger: LedgerView | None = None,
+    ) -> None:
+        """Attach an outcome; book its cost, or take ``ledger`` as the books when given."""
+        now = self._clock()
+        with self._lock:
+            record = self._by_id.get(decision.decision_id)
+            repeated = record is not None and record.outcome is not None
+            if record is not None:
+                record.outcome = OutcomeRecord(
+                    outcome.success, outcome.quality, cost_dollars, outcome.latency_ms, now
+                )
+            if not repeated:
+                self._outcomes += 1
+            spend = self._tasks.get(decision.task_id)
+            if spend is None:
+                return
+            if ledger is not None:
+                self._books(spend, ledger)
+            elif not repeated:
+                spend.spent_dollars += cost_dollars
+                spend.reserved_dollars = max(
+                    0.0, spend.reserved_dollars - decision.reserved_dollars
+                )
+                spend.updated_at = now
+
+    def record_close(self, task: Task, ledger: LedgerView) -> None:
+        """Mark a task closed with its final books."""
+        with self._lock:
+            spend = self._task(task)
+            spend.status = "closed"
+            self._books(spend, ledger)
+
+    def _task(self, task: Task) -> TaskSpend:
+        spend = self._tasks.get(task.task_id)
+        if spend is None:
+            if len(self._tasks) >= self.max_tasks:
+                self._tasks.popitem(last=False)
+            spend = TaskSpend(
+                task_id=task.task_id,
+                trust_domain=task.trust_domain,
+                task_type=task.task_type,
+                total_dollars=task.budget.total_dollars,
+                spent_dollars=0.0,
+                reserved_dollars=0.0,
+                status=task.status,
+                decisions=0,
+                updated_at=self._clock(),
+            )
+            self._tasks[task.task_id] = spend
+        self._tasks.move_to_end(task.task_id)
+        return spend
+
+    def _books(self, spend: TaskSpend, ledger: LedgerView) -> None:
+        spend.spent_dollars = ledger.spent_dollars
+        spend.reserved_dollars = ledger.reserved_dollars
+        spend.updated_at = self._clock()
+
+    def _snapshot(self) -> tuple[list[DecisionRecord], list[TaskSpend], int]:
+        with self._lock:
+            records = [replace(r) for r in self._records]
+            tasks = [replace(t) for t in self._tasks.values()]
+            return records, tasks, self._outcomes
+
+    def get(self, decision_id: str) -> DecisionRecord | None:
+        """The logged decision with this id, or None once it has left the buffer."""
+        with self._lock:
+            record = self._by_id.get(decision_id)
+            return None if record is None else replace(record)
+
+    def search(self, query: str = "", limit: int = 50) -> list[DecisionRecord]:
+        """Most recent first; ``query`` is a case-insensitive substring of id, task, model..."""
+        records, _, _ = self._snapshot()
+        needle = query.strip().lower()
+        found = []
+        for record in reversed(records):
+            if not needle or needle in _haystack(record):
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def summary(
+        self, lam: float = 0.0, recent_tasks: int = 25, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Every dashboard aggregation over the buffer, as plain JSON-able data."""
+        records, tasks, outcomes = self._snapshot()
+        now = now or datetime.now(UTC)
+        return {
+            "generated_at": now.isoformat(),
+            "totals": {
+                "decisions": len(records),
+                "outcomes": outcomes,
+                "tasks": len(tasks),
+                "max_decisions": self.max_decisions,
+            },
+            "tasks": [t.as_dict() for t in reversed(tasks[-recent_tasks:])],
+            "domains": domain_spend(tasks),
+            "model_mix": model_mix(records, now),
+            "performance": performance(records, lam),
+            "exploration": exploration(records),
+            "actions": dict(Counter(r.decision.action for r in records).most_common()),
+        }
+
+
+def _haystack(record: DecisionRecord) -> str:
+    d = record.decision
+    fields = (d.decision_id, d.task_id, d.model or NO_MODEL, d.action, record.trust_domain)
+    return " ".join((*fields, d.trust_domain.name)).lower()
+
+
+def domain_spend(tasks: Iterable[TaskSpend]) -> list[dict[str, Any]]:
+    """Spent, reserved and budgeted dollars summed per trust domain, biggest spender first."""
+    totals: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        row = totals.setdefault(
+            t.trust_domain,
+            {
+                "trust_domain": t.trust_domain,
+                "spent_dollars": 0.0,
+                "reserved_dollars": 0.0,
+                "total_dollars": 0.0,
+                "tasks": 0,
+                "open_tasks": 0,
+            },
+        )
+        row["spent_dollars"] += t.spent_dollars
+        row["reserved_dollars"] += t.reserved_dollars
+        row["total_dollars"] += t.total_dollars
+        row["tasks"] += 1
+        row["open_tasks"] += t.status == "open"
+    return sorted(totals.values(), key=lambda r: (-r["spent_dollars"], r["trust_domain"]))
+
+
+def bucket_seconds(span_seconds: float, max_buckets: int = 30) -> int:
+    """The smallest round bucket width that covers ``span_seconds`` in ``max_buckets``."""
+    for step in BUCKET_STEPS:
+        if span_seconds <= step * max_buckets:
+            return step
+    return BUCKET_STEPS[-1]
+
+
+def model_mix(
+    records: list[DecisionRecord], now: datetime, max_buckets: int = 30
+) -> dict[str, Any]:
+    """Decisions per model per time bucket, from the oldest logged decision to ``now``."""
+    if not records:
+        return {"bucket_seconds": BUCKET_STEPS[0], "models": [], "buckets": []}
+    end = now.timestamp()
+    start = min(r.decision.created_at.timestamp() for r in records)
+    width = bucket_seconds(end - start, max_buckets)
+    last = int(end // width) * width
+    count = min(max_buckets, int((last - int(start // width) * width) // width) + 1)
+    first = last - (count - 1) * width
+    buckets: list[Counter[str]] = [Counter() for _ in range(count)]
+    totals: Counter[str] = Counter()
+    for r in records:
+        index = int((r.decision.created_at.timestamp() - first) // width)
+        model = r.decision.model or NO_MODEL
+        totals[model] += 1
+        buckets[min(max(index, 0), count - 1)][model] += 1
+    return {
+        "bucket_seconds": width,
+        "models": [m for m, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "buckets": [
+            {
+                "start": datetime.fromtimestamp(first + i * width, UTC).isoformat(),
+                "counts": dict(b),
+            }
+            for i, b in enumerate(buckets)
+        ],
+    }
+
+
+class _Stats:
+    """Running sums for one group of outcomes."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.successes = 0
+        self.quality = 0.0
+        self.cost = 0.0
+        self.reward = 0.0
+
+    def add(self, outcome: OutcomeRecord, lam: float) -> None:
+        self.n += 1
+        self.successes += outcome.success
+        self.quality += outcome.quality
+        self.cost += outcome.cost_dollars
+        self.reward += outcome.quality - lam * outcome.cost_dollars
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "success_rate": self.successes / self.n,
+            "mean_quality": self.quality / self.n,
+            "mean_cost_dollars": self.cost / self.n,
+            "mean_reward": self.reward / self.n,
+        }
+
+
+def performance(records: list[DecisionRecord], lam: float = 0.0) -> dict[str, Any]:
+    """Success rate and mean reward (quality - lam * cost) by model, step kind and both."""
+    cells: dict[tuple[str, str], _Stats] = {}
+    models: dict[str, _Stats] = {}
+    kinds: dict[str, _Stats] = {}
+    for r in records:
+        if r.outcome is None:
+            continue
+        model = r.decision.model or NO_MODEL
+        kind = r.decision.step.kind
+        for stats in (
+            cells.setdefault((model, kind), _Stats()),
+            models.setdefault(model, _Stats()),
+            kinds.setdefault(kind, _Stats()),
+        ):
+            stats.add(r.outcome, lam)
+    return {
+        "lambda": lam,
+        "cells": [
+            {"model": m, "step_kind": k, **s.as_dict()} for (m, k), s in sorted(cells.items())
+        ],
+        "by_model": [{"model": m, **s.as_dict()} for m, s in sorted(models.items())],
+        "by_kind": [{"step_kind": k, **s.as_dict()} for k, s in sorted(kinds.items())],
+    }
+
+
+def explored(decision: Decision) -> bool | None:
+    """Whether the served model was not the policy's top choice; None when nothing was drawn."""
+    if decision.model is None or decision.propensity is None or not decision.alternatives:
+        return None
+    top = max(a.probability for a in decision.alternatives)
+    return decision.propensity < top - TOP_TOLERANCE
+
+
+def exploration(records: list[DecisionRecord]) -> dict[str, Any]:
+    """Share of draws off the top choice and mean 1 - propensity, overall and per domain."""
+    overall = [0, 0, 0.0]
+    domains: dict[str, list[Any]] = {}
+    for r in records:
+        off_top = explored(r.decision)
+        if off_top is None:
+            continue
+        assert r.decision.propensity is not None
+        for sums in (overall, domains.setdefault(r.trust_domain, [0, 0, 0.0])):
+            sums[0] += 1
+            sums[1] += off_top
+            sums[2] += 1.0 - r.decision.propensity
+
+    def row(sums: list[Any]) -> dict[str, Any]:
+        n = sums[0]
+        return {
+            "draws": n,
+            "explored": sums[1],
+            "rate": sums[1] / n if n else 0.0,
+            "mean_one_minus_propensity": sums[2] / n if n else 0.0,
+        }
+
+    return {
+        **row(overall),
+        "by_domain": [{"trust_domain": d, **row(s)} for d, s in sorted(domains.items())],
+    }
+
+
+def decision_row(record: DecisionRecord) -> dict[str, Any]:
+    """One line of the recent-decisions list."""
+    d = record.decision
+    o = record.outcome
+    return {
+        "decision_id": d.decision_id,
+        "task_id": d.task_id,
+        "created_at": d.created_at.isoformat(),
+        "model": d.model,
+        "action": d.action,
+        "trust_domain": record.trust_domain,
+        "task_type": record.task_type,
+        "step_kind": d.step.kind,
+        "propensity": d.propensity,
+        "explored": explored(d),
+        "reserved_dollars": d.reserved_dollars,
+        "rules": [r.rule for r in d.rules],
+        "outcome": None if o is None else outcome_dict(o),
+    }
+
+
+def outcome_dict(outcome: OutcomeRecord) -> dict[str, Any]:
+    return {
+        "success": outcome.success,
+        "quality": outcome.quality,
+        "cost_dollars": outcome.cost_dollars,
+        "latency_ms": outcome.latency_ms,
+    }
+
+
+def explanation(record: DecisionRecord) -> dict[str, Any]:
+    """The full decision as JSON with the task facts and outcome beside it."""
+    return {
+        "decision": record.decision.model_dump(mode="json"),
+        "task": {"trust_domain": record.trust_domain, "task_type": record.task_type},
+        "explored": explored(record.decision),
+        "outcome": None if record.outcome is None else outcome_dict(record.outcome),
+    }

@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 run: venv
-	$(BIN)/budget-router serve --port $(PORT) --data-dir $(DATA_DIR)
+	$(BIN)/budget-router up --port $(PORT) --data-dir $(DATA_DIR)
 
 lint: venv
 	$(BIN)/ruff check .

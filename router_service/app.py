@@ -12,8 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from router_service.api import admin, decisions, health, models, outcomes, tasks
+from router_service.api import admin, corrections, decisions, health, models, outcomes, tasks
 from router_service.errors import RouterError
+from router_service.policy_refresh import PolicyRefresher
 from router_service.settings import Settings
 from router_service.state import RouterState
 
@@ -25,9 +26,17 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = RouterState.build(settings)
         app.state.router = state
+        refresher = PolicyRefresher(state)
+        refresher.check_now()
+        refresher.start()
+        state.refresher = refresher
         sweeper = asyncio.create_task(_expire_reservations(state))
-        yield
-        sweeper.cancel()
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            refresher.stop()
+            state.close()
 
     app = FastAPI(
         title="budget-router",
@@ -35,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (health, models, tasks, decisions, outcomes, admin):
+    for module in (health, models, tasks, decisions, outcomes, corrections, admin):
         app.include_router(module.router)
     app.add_exception_handler(RouterError, _router_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from feature_store.snapshot import RollingFeature, recent_action_features
 from router_service.catalog import ModelSpec
 from router_service.errors import InvalidRequest
+from router_service.events import DecisionEvent
 from router_service.features import action_features, shared_features
 from router_service.governor import (
     Costed,
@@ -22,7 +24,7 @@ from router_service.governor import (
     reshape,
 )
 from router_service.ledger import Reservation, TaskBooks
-from router_service.policy import Choice
+from router_service.policy import Choice, RoutingPolicy
 from router_service.schemas import (
     Alternative,
     DecideRequest,
@@ -32,6 +34,8 @@ from router_service.schemas import (
 )
 from router_service.state import RouterState
 from router_service.trust import ResolvedDomain
+
+RollingSnapshot = dict[tuple[str, str, str], RollingFeature]
 
 
 def price_candidates(
@@ -79,10 +83,13 @@ def price_candidates(
     return result
 
 
-def decide(request: DecideRequest, task: Task, state: RouterState) -> Decision:
-    """Govern, score, sample and reserve, atomically for the task."""
+def decide(
+    request: DecideRequest, task: Task, state: RouterState
+) -> tuple[Decision, DecisionEvent | None]:
+    """Govern, score, sample and reserve, atomically for the task; the event to log, if any."""
     domain = state.trust.resolve(task.trust_domain)
     policy = state.policy
+    features = _ActionFeatures(state.rolling, request.step.type, task.trust_domain)
     shared = shared_features(
         request.step,
         request.signals,
@@ -103,7 +110,9 @@ def decide(request: DecideRequest, task: Task, state: RouterState) -> Decision:
         choice: Choice | None = None
         drawn_from: list[Costed] = []
         if plan.stop is None:
-            drawn_from, choice = _draw(plan, candidates, request, books, task, shared, state)
+            drawn_from, choice = _draw(
+                plan, candidates, request, books, task, shared, policy, features, state
+            )
             chosen = drawn_from[choice.index]
             finish(plan, chosen, request, books, domain.policy, state.governor)
         reserved = 0.0
@@ -128,7 +137,7 @@ def decide(request: DecideRequest, task: Task, state: RouterState) -> Decision:
     if choice is not None:
         probabilities = {c.model.id: p for c, p in zip(drawn_from, choice.pmf, strict=True)}
     served = chosen if plan.stop is None or plan.stop == "require_confirmation" else None
-    return Decision(
+    decision = Decision(
         decision_id=decision_id,
         task_id=task.task_id,
         model=served.model.id if served else None,
@@ -152,6 +161,50 @@ def decide(request: DecideRequest, task: Task, state: RouterState) -> Decision:
         ledger=after,
         created_at=datetime.now(UTC),
     )
+    if reserved == 0 or chosen is None or choice is None:
+        return decision, None
+    event = DecisionEvent(
+        task_id=task.task_id,
+        decision_id=decision_id,
+        occurred_at=decision.created_at,
+        trust_domain=task.trust_domain,
+        task_type=task.task_type,
+        step_kind=request.step.kind,
+        step_type=request.step.type,
+        input_tokens=request.step.input_tokens,
+        expected_output_tokens=request.step.expected_output_tokens,
+        granted_max_output_tokens=chosen.grant,
+        optional=request.step.optional,
+        actions=[c.model.id for c in drawn_from],
+        pmf=choice.pmf,
+        chosen_index=choice.index,
+        model=chosen.model.id,
+        propensity=choice.propensity,
+        estimated_costs=[c.estimated_cost for c in drawn_from],
+        shared_features=shared,
+        action_features=[features.of(c) for c in drawn_from],
+        policy_version=policy.version,
+        governor_action=action,
+        reserved_dollars=reserved,
+        total_dollars=task.budget.total_dollars,
+    )
+    return decision, event
+
+
+class _ActionFeatures:
+    """Action features of candidates: catalog facts, step cost, and the model's recent record."""
+
+    def __init__(self, rolling: RollingSnapshot, step_type: str, domain: str) -> None:
+        self._rolling = rolling
+        self._step_type = step_type
+        self._domain = domain
+
+    def of(self, candidate: Costed) -> dict:
+        recent = self._rolling.get((candidate.model.id, self._step_type, self._domain))
+        return {
+            **action_features(candidate.model, candidate.estimated_cost),
+            **recent_action_features(recent),
+        }
 
 
 def _draw(
@@ -161,13 +214,14 @@ def _draw(
     books: TaskBooks,
     task: Task,
     shared: dict,
+    policy: RoutingPolicy,
+    features: _ActionFeatures,
     state: RouterState,
 ) -> tuple[list[Costed], Choice]:
     """The policy's preference over eligible models, reshaped by budget, then one draw."""
-    policy = state.policy
     domain = state.trust.resolve(task.trust_domain).policy
     eligible = [c for c in candidates if c.eligible]
-    preference = policy.pmf(shared, [action_features(c.model, c.estimated_cost) for c in eligible])
+    preference = policy.pmf(shared, [features.of(c) for c in eligible])
     preferred = eligible[max(range(len(eligible)), key=preference.__getitem__)]
     drawn_from = reshape(
         plan, preferred, plan.allowed, request, books, task.planned_steps, state.governor
@@ -175,7 +229,7 @@ def _draw(
     if drawn_from == eligible:
         pmf = preference
     else:
-        pmf = policy.pmf(shared, [action_features(c.model, c.estimated_cost) for c in drawn_from])
+        pmf = policy.pmf(shared, [features.of(c) for c in drawn_from])
     return drawn_from, policy.sample(pmf, domain.max_exploration)
 
 

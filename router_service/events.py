@@ -71,6 +71,7 @@ class DecisionEvent(EventBase):
     policy_version: str
     governor_action: str = "proceed"
     reserved_dollars: float = Field(0.0, ge=0)
+    total_dollars: float | None = Field(None, gt=0, description="the task's dollar cap")
 
 
 class OutcomeEvent(EventBase):

@@ -88,22 +88,29 @@ def exploration_spec(settings: Settings) -> ExplorationSpec:
     return ExplorationSpec(e.algorithm, e.epsilon, e.softmax_lambda, e.squarecb_gamma_scale)
 
 
-def build_policy(settings: Settings, models: list[ModelSpec]) -> RoutingPolicy:
-    """The configured model file if there is one, else the tier-preference prior."""
-    spec = exploration_spec(settings)
+def policy_version(settings: Settings, models: list[ModelSpec]) -> str:
+    """The version name of the policy ``build_policy`` serves, without building it."""
     if settings.policy_model_path is not None:
         path: Path = settings.policy_model_path
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        return RoutingPolicy(
-            VWPolicyModel.load(path), f"file:{path.name}@{digest}", spec, settings.seed
-        )
-    model = train_prior(
-        models,
-        settings.tier_preferences,
-        spec,
-        examples_per_kind=settings.prior_examples_per_kind,
-        seed=settings.seed,
-    )
+        return f"file:{path.name}@{digest}"
     prefs = ",".join(f"{k}={v}" for k, v in sorted(settings.tier_preferences.items()))
     digest = hashlib.sha256(f"{prefs};{sorted(m.id for m in models)}".encode()).hexdigest()[:12]
-    return RoutingPolicy(model, f"prior@{digest}", spec, settings.seed)
+    return f"prior@{digest}"
+
+
+def build_policy(settings: Settings, models: list[ModelSpec]) -> RoutingPolicy:
+    """The configured model file if there is one, else the tier-preference prior."""
+    spec = exploration_spec(settings)
+    version = policy_version(settings, models)
+    if settings.policy_model_path is not None:
+        model = VWPolicyModel.load(settings.policy_model_path)
+    else:
+        model = train_prior(
+            models,
+            settings.tier_preferences,
+            spec,
+            examples_per_kind=settings.prior_examples_per_kind,
+            seed=settings.seed,
+        )
+    return RoutingPolicy(model, version, spec, settings.seed)

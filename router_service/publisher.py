@@ -23,18 +23,17 @@ from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
-from pydantic import BaseModel, Field
 
 from router_service.embedded_broker import ensure_topics
-from router_service.errors import ConfigError, RouterError
+from router_service.errors import RouterError
 from router_service.events import EventBase, encode_event
+from router_service.settings import KafkaSettings
 from router_service.spool import EventSpool, SpooledEvent, SpoolError
 
 __all__ = [
     "EventPublisher",
     "InMemoryPublisher",
     "KafkaEventPublisher",
-    "KafkaSettings",
     "PublisherError",
     "PublisherStats",
 ]
@@ -55,16 +54,6 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
     "reconnect_backoff_max_ms": 1_000,
     "client_id": "budget-router",
 }
-
-
-class KafkaSettings(BaseModel):
-    """Where events go: the brokers (None = the embedded one), topics and consumer group."""
-
-    bootstrap_servers: str | None = None
-    events_topic: str = Field("budget-router.events", min_length=1)
-    dead_letter_topic: str = Field("budget-router.dead-letter", min_length=1)
-    partitions: int = Field(1, ge=1)
-    consumer_group: str = Field("budget-router-learner", min_length=1)
 
 
 class PublisherError(RouterError):
@@ -160,7 +149,7 @@ class KafkaEventPublisher:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: str | None,
         topic: str,
         spool: EventSpool,
         *,
@@ -201,7 +190,8 @@ class KafkaEventPublisher:
             target=self._deliver_loop, name="event-delivery", daemon=True
         )
         self._writer.start()
-        self._sender.start()
+        if bootstrap_servers is not None:  # None: spool only, delivered by a later publisher
+            self._sender.start()
 
     @classmethod
     def from_settings(
@@ -213,17 +203,9 @@ class KafkaEventPublisher:
     ) -> KafkaEventPublisher:
         """A publisher for ``settings.events_topic`` spooling to ``spool_path``.
 
-        ``bootstrap_servers`` overrides the setting; pass the embedded broker's ``bootstrap``
-        when the setting is None.
+        ``bootstrap_servers`` overrides the setting; with neither, events are only spooled.
         """
         bootstrap = bootstrap_servers or settings.bootstrap_servers
-        if not bootstrap:
-            raise ConfigError(
-                "kafka.bootstrap_servers is not set: expected host:port[,host:port...] or the "
-                "bootstrap of the embedded broker started by the caller",
-                field="kafka.bootstrap_servers",
-                value=settings.bootstrap_servers,
-            )
         return cls(
             bootstrap,
             settings.events_topic,
@@ -480,7 +462,8 @@ class KafkaEventPublisher:
         self._closing_event.set()
         self._writer.join(timeout)
         self._wake.set()
-        self._sender.join(max(0.0, self._close_deadline - time.monotonic()) + 2.0)
+        if self._sender.ident is not None:
+            self._sender.join(max(0.0, self._close_deadline - time.monotonic()) + 2.0)
         if self._writer.is_alive() or self._sender.is_alive():
             logger.error("event publisher threads did not stop in time; spool left open")
             return

@@ -174,6 +174,30 @@ class OutcomeAccepted(BaseModel):
     ledger: LedgerView
 
 
+class CorrectionRequest(Strict):
+    """A human's verdict: on one decision, or on a whole task."""
+
+    decision_id: str | None = Field(None, pattern=ID_PATTERN)
+    task_id: str | None = Field(None, pattern=ID_PATTERN)
+    preferred_model: str | None = Field(None, min_length=1)
+    rating: Literal["up", "down"] | None = None
+    note: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _names_a_target_and_a_verdict(self) -> CorrectionRequest:
+        if (self.decision_id is None) == (self.task_id is None):
+            raise ValueError("give exactly one of decision_id or task_id")
+        if self.preferred_model is None and self.rating is None:
+            raise ValueError("give preferred_model, rating, or both")
+        return self
+
+
+class CorrectionAccepted(BaseModel):
+    event_id: str
+    task_id: str
+    decision_id: str | None
+
+
 class CloseRequest(Strict):
     success: bool
     quality: float = Field(ge=0, le=1)

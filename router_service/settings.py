@@ -42,6 +42,16 @@ class GovernorSettings(BaseModel):
     unpriced_step_cost: float = Field(0.01, ge=0, description="reserve for unobserved unpriced")
 
 
+class KafkaSettings(BaseModel):
+    """Where events go: the brokers (None = the embedded one), topics and consumer group."""
+
+    bootstrap_servers: str | None = None
+    events_topic: str = Field("budget-router.events", min_length=1)
+    dead_letter_topic: str = Field("budget-router.dead-letter", min_length=1)
+    partitions: int = Field(1, ge=1)
+    consumer_group: str = Field("budget-router-learner", min_length=1)
+
+
 class Settings(BaseSettings):
     """Everything the router service needs, built once at startup."""
 
@@ -60,6 +70,11 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_TIER_PREFERENCES)
     )
     trust_policy_path: Path | None = None
+    kafka: KafkaSettings = KafkaSettings()
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+    )
+    model_poll_seconds: float = Field(1.0, gt=0, description="how often to look for new models")
     governor: GovernorSettings = GovernorSettings()
     expiry_sweep_seconds: float = Field(5.0, gt=0)
     prior_examples_per_kind: int = Field(30, ge=0)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from feature_store.snapshot import RollingFeature
 from router_service.catalog import Catalog
 from router_service.ledger import InMemoryLedger, Ledger
 from router_service.observed_costs import ObservedCosts
 from router_service.policy import RoutingPolicy, build_policy
+from router_service.publisher import EventPublisher, KafkaEventPublisher
 from router_service.schemas import Task, TaskCreate
 from router_service.settings import GovernorSettings, Settings
 from router_service.tasks import TaskStore
 from router_service.trust import TrustPolicies
+
+if TYPE_CHECKING:
+    from router_service.policy_refresh import PolicyRefresher
+
+SPOOL_FILE = "spool.sqlite3"
 
 
 @dataclass
@@ -21,8 +29,13 @@ class RouterState:
     trust: TrustPolicies
     policy: RoutingPolicy
     ledger: Ledger
+    publisher: EventPublisher
+    base_version: str
     tasks: TaskStore = field(default_factory=TaskStore)
     observed_costs: ObservedCosts = field(default_factory=ObservedCosts)
+    rolling: dict[tuple[str, str, str], RollingFeature] = field(default_factory=dict)
+    allocator_state: dict[str, Any] = field(default_factory=dict)
+    refresher: PolicyRefresher | None = None
 
     @property
     def governor(self) -> GovernorSettings:
@@ -34,15 +47,23 @@ class RouterState:
         trust = TrustPolicies(settings.trust_policy_path)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         policy = build_policy(settings, list(catalog.snapshot().values()))
+        publisher = KafkaEventPublisher.from_settings(
+            settings.kafka, settings.data_dir / SPOOL_FILE
+        )
         return cls(
             settings=settings,
             catalog=catalog,
             trust=trust,
             policy=policy,
             ledger=InMemoryLedger(),
+            publisher=publisher,
+            base_version=policy.version,
         )
 
     def open_task(self, request: TaskCreate) -> Task:
         task = self.tasks.open(request)
         self.ledger.open(task.task_id, task.budget)
         return task
+
+    def close(self) -> None:
+        self.publisher.close()

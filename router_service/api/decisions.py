@@ -20,8 +20,10 @@ async def decide_step(state: StateDep, body: DecideRequest) -> Decision:
     record = state.tasks.get(body.task_id)
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
-    decision = decide(body, record.task, state)
+    decision, event = decide(body, record.task, state)
     state.tasks.add_decision(decision)
+    if event is not None:
+        state.publisher.publish(event)
     log.info(
         "decision",
         extra={

@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 
 from router_service.deps import StateDep
 from router_service.errors import Conflict, InvalidRequest
+from router_service.events import OutcomeEvent
 from router_service.schemas import OutcomeAccepted, OutcomeReport
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -36,12 +37,32 @@ async def report_outcome(state: StateDep, body: OutcomeReport) -> OutcomeAccepte
                 field="cost_dollars",
                 value=None,
             )
-    state.ledger.settle(body.decision_id, cost, body.input_tokens, output_tokens)
+    settlement = state.ledger.settle(body.decision_id, cost, body.input_tokens, output_tokens)
     state.observed_costs.record(decision.model, decision.step.type, cost)
+    exceeded = output_tokens > decision.max_output_tokens or settlement.exceeded_reservation
+    await state.publisher.publish_durable_async(
+        OutcomeEvent(
+            task_id=decision.task_id,
+            decision_id=body.decision_id,
+            model=decision.model,
+            step_kind=decision.step.kind,
+            step_type=decision.step.type,
+            trust_domain=state.tasks.get(decision.task_id).task.trust_domain,
+            success=body.success,
+            quality=body.quality,
+            input_tokens=body.input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=body.cached_input_tokens,
+            cost_dollars=cost,
+            latency_ms=body.latency_ms,
+            error=body.error,
+            exceeded_grant=exceeded,
+        )
+    )
     return OutcomeAccepted(
         decision_id=body.decision_id,
         task_id=decision.task_id,
         cost_dollars=cost,
-        exceeded_grant=output_tokens > decision.max_output_tokens,
+        exceeded_grant=exceeded,
         ledger=state.ledger.view(decision.task_id),
     )

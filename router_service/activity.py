@@ -6,8 +6,10 @@ computed on request from a snapshot taken under the lock, so recording stays che
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -32,14 +34,55 @@ class OutcomeRecord:
     recorded_at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class DecisionRecord:
-    """A decision with the task facts the dashboard groups by, and its outcome once known."""
+    """What the dashboard groups and searches by, and the full decision as compressed JSON."""
 
-    decision: Decision
+    decision_id: str
+    task_id: str
+    created_at: float
+    model: str | None
+    action: str
+    step_kind: str
+    propensity: float | None
+    explored: bool | None
+    reserved_dollars: float
+    rules: tuple[str, ...]
     trust_domain: str
     task_type: str
+    haystack: str
+    payload: bytes
     outcome: OutcomeRecord | None = None
+
+    @classmethod
+    def of(cls, decision: Decision, task: Task) -> DecisionRecord:
+        """Keep ``decision`` compactly: about 1 KB instead of the model's ~15 KB."""
+        words = (decision.decision_id, decision.task_id, decision.model or NO_MODEL)
+        words += (decision.action, task.trust_domain, decision.trust_domain.name)
+        return cls(
+            decision_id=decision.decision_id,
+            task_id=decision.task_id,
+            created_at=decision.created_at.timestamp(),
+            model=decision.model,
+            action=decision.action,
+            step_kind=decision.step.kind,
+            propensity=decision.propensity,
+            explored=explored(decision),
+            reserved_dollars=decision.reserved_dollars,
+            rules=tuple(r.rule for r in decision.rules),
+            trust_domain=task.trust_domain,
+            task_type=task.task_type,
+            haystack=" ".join(words).lower(),
+            payload=zlib.compress(decision.model_dump_json().encode(), 1),
+        )
+
+    def decision_json(self) -> dict[str, Any]:
+        """The decision exactly as the decide endpoint returned it."""
+        return json.loads(zlib.decompress(self.payload))
+
+    def load(self) -> Decision:
+        """The decision as a ``Decision`` model."""
+        return Decision.model_validate_json(zlib.decompress(self.payload))
 
 
 @dataclass
@@ -93,11 +136,11 @@ class ActivityLog:
 
     def record_decision(self, decision: Decision, task: Task) -> None:
         """Log a decision and take the task's books from the ledger view it carries."""
-        record = DecisionRecord(decision, task.trust_domain, task.task_type)
+        record = DecisionRecord.of(decision, task)
         with self._lock:
             if len(self._records) >= self.max_decisions:
                 evicted = self._records.popleft()
-                self._by_id.pop(evicted.decision.decision_id, None)
+                self._by_id.pop(evicted.decision_id, None)
             self._records.append(record)
             self._by_id[decision.decision_id] = record
             spend = self._task(task)
@@ -168,16 +211,16 @@ class ActivityLog:
         spend.updated_at = self._clock()
 
     def _snapshot(self) -> tuple[list[DecisionRecord], list[TaskSpend], int]:
+        """Records are shared (only their outcome is ever replaced, atomically); tasks copied."""
         with self._lock:
-            records = [replace(r) for r in self._records]
+            records = list(self._records)
             tasks = [replace(t) for t in self._tasks.values()]
             return records, tasks, self._outcomes
 
     def get(self, decision_id: str) -> DecisionRecord | None:
         """The logged decision with this id, or None once it has left the buffer."""
         with self._lock:
-            record = self._by_id.get(decision_id)
-            return None if record is None else replace(record)
+            return self._by_id.get(decision_id)
 
     def search(self, query: str = "", limit: int = 50) -> list[DecisionRecord]:
         """Most recent first; ``query`` is a case-insensitive substring of id, task, model..."""
@@ -185,7 +228,7 @@ class ActivityLog:
         needle = query.strip().lower()
         found = []
         for record in reversed(records):
-            if not needle or needle in _haystack(record):
+            if not needle or needle in record.haystack:
                 found.append(record)
                 if len(found) >= limit:
                     break
@@ -210,14 +253,8 @@ class ActivityLog:
             "model_mix": model_mix(records, now),
             "performance": performance(records, lam),
             "exploration": exploration(records),
-            "actions": dict(Counter(r.decision.action for r in records).most_common()),
+            "actions": dict(Counter(r.action for r in records).most_common()),
         }
-
-
-def _haystack(record: DecisionRecord) -> str:
-    d = record.decision
-    fields = (d.decision_id, d.task_id, d.model or NO_MODEL, d.action, record.trust_domain)
-    return " ".join((*fields, d.trust_domain.name)).lower()
 
 
 def domain_spend(tasks: Iterable[TaskSpend]) -> list[dict[str, Any]]:
@@ -258,7 +295,7 @@ def model_mix(
     if not records:
         return {"bucket_seconds": BUCKET_STEPS[0], "models": [], "buckets": []}
     end = now.timestamp()
-    start = min(r.decision.created_at.timestamp() for r in records)
+    start = min(r.created_at for r in records)
     width = bucket_seconds(end - start, max_buckets)
     last = int(end // width) * width
     count = min(max_buckets, int((last - int(start // width) * width) // width) + 1)
@@ -266,8 +303,8 @@ def model_mix(
     buckets: list[Counter[str]] = [Counter() for _ in range(count)]
     totals: Counter[str] = Counter()
     for r in records:
-        index = int((r.decision.created_at.timestamp() - first) // width)
-        model = r.decision.model or NO_MODEL
+        index = int((r.created_at - first) // width)
+        model = r.model or NO_MODEL
         totals[model] += 1
         buckets[min(max(index, 0), count - 1)][model] += 1
     return {
@@ -318,8 +355,8 @@ def performance(records: list[DecisionRecord], lam: float = 0.0) -> dict[str, An
     for r in records:
         if r.outcome is None:
             continue
-        model = r.decision.model or NO_MODEL
-        kind = r.decision.step.kind
+        model = r.model or NO_MODEL
+        kind = r.step_kind
         for stats in (
             cells.setdefault((model, kind), _Stats()),
             models.setdefault(model, _Stats()),
@@ -349,14 +386,12 @@ def exploration(records: list[DecisionRecord]) -> dict[str, Any]:
     overall = [0, 0, 0.0]
     domains: dict[str, list[Any]] = {}
     for r in records:
-        off_top = explored(r.decision)
-        if off_top is None:
+        if r.explored is None or r.propensity is None:
             continue
-        assert r.decision.propensity is not None
         for sums in (overall, domains.setdefault(r.trust_domain, [0, 0, 0.0])):
             sums[0] += 1
-            sums[1] += off_top
-            sums[2] += 1.0 - r.decision.propensity
+            sums[1] += r.explored
+            sums[2] += 1.0 - r.propensity
 
     def row(sums: list[Any]) -> dict[str, Any]:
         n = sums[0]
@@ -375,22 +410,21 @@ def exploration(records: list[DecisionRecord]) -> dict[str, Any]:
 
 def decision_row(record: DecisionRecord) -> dict[str, Any]:
     """One line of the recent-decisions list."""
-    d = record.decision
-    o = record.outcome
+    r = record
     return {
-        "decision_id": d.decision_id,
-        "task_id": d.task_id,
-        "created_at": d.created_at.isoformat(),
-        "model": d.model,
-        "action": d.action,
-        "trust_domain": record.trust_domain,
-        "task_type": record.task_type,
-        "step_kind": d.step.kind,
-        "propensity": d.propensity,
-        "explored": explored(d),
-        "reserved_dollars": d.reserved_dollars,
-        "rules": [r.rule for r in d.rules],
-        "outcome": None if o is None else outcome_dict(o),
+        "decision_id": r.decision_id,
+        "task_id": r.task_id,
+        "created_at": datetime.fromtimestamp(r.created_at, UTC).isoformat(),
+        "model": r.model,
+        "action": r.action,
+        "trust_domain": r.trust_domain,
+        "task_type": r.task_type,
+        "step_kind": r.step_kind,
+        "propensity": r.propensity,
+        "explored": r.explored,
+        "reserved_dollars": r.reserved_dollars,
+        "rules": list(r.rules),
+        "outcome": None if r.outcome is None else outcome_dict(r.outcome),
     }
 
 
@@ -406,8 +440,8 @@ def outcome_dict(outcome: OutcomeRecord) -> dict[str, Any]:
 def explanation(record: DecisionRecord) -> dict[str, Any]:
     """The full decision as JSON with the task facts and outcome beside it."""
     return {
-        "decision": record.decision.model_dump(mode="json"),
+        "decision": record.decision_json(),
         "task": {"trust_domain": record.trust_domain, "task_type": record.task_type},
-        "explored": explored(record.decision),
+        "explored": record.explored,
         "outcome": None if record.outcome is None else outcome_dict(record.outcome),
     }

@@ -69,7 +69,7 @@ async def dashboard_asset(asset: str) -> FileResponse:
 
 
 @router.get("/v1/dashboard/summary")
-async def summary(
+def summary(
     request: Request,
     lam: float = Query(0.0, ge=0, description="lambda in reward = quality - lambda * cost"),
     tasks: int = Query(25, ge=1, le=500, description="how many recent tasks to list"),
@@ -81,7 +81,7 @@ async def summary(
 
 
 @router.get("/v1/dashboard/decisions")
-async def decisions(
+def decisions(
     request: Request,
     q: str = Query("", max_length=200, description="substring of id, task, model, action, domain"),
     limit: int = Query(50, ge=1, le=500),
@@ -91,7 +91,7 @@ async def decisions(
 
 
 @router.get("/v1/dashboard/decisions/{decision_id}")
-async def decision_detail(request: Request, decision_id: str) -> dict[str, Any]:
+def decision_detail(request: Request, decision_id: str) -> dict[str, Any]:
     """One decision's full explanation, while it is still in the log."""
     record = _activity(request).get(decision_id)
     if record is None:

@@ -131,9 +131,21 @@ def test_ring_buffer_keeps_the_most_recent_decisions() -> None:
     for i in range(5):
         log.record_decision(make_decision(f"d{i}"), task)
     assert log.get("d0") is None and log.get("d1") is None
-    assert [r.decision.decision_id for r in log.search()] == ["d4", "d3", "d2"]
+    assert [r.decision_id for r in log.search()] == ["d4", "d3", "d2"]
     assert log.summary()["totals"]["decisions"] == 3
     assert log.summary()["tasks"][0]["decisions"] == 5
+
+
+def test_a_logged_decision_round_trips_exactly() -> None:
+    log = ActivityLog()
+    rule = Rule(rule="burn_rate", action="downgrade", detail="spent 70%")
+    decision = make_decision("d1", action="downgrade", rules=(rule,), at=T0)
+    log.record_decision(decision, make_task())
+    record = log.get("d1")
+    assert record is not None
+    assert record.load() == decision
+    assert record.decision_json() == decision.model_dump(mode="json")
+    assert record.rules == ("burn_rate",)
 
 
 def test_search_matches_id_task_model_action_and_domain_case_insensitively() -> None:
@@ -148,7 +160,7 @@ def test_search_matches_id_task_model_action_and_domain_case_insensitively() -> 
     )
 
     def ids(q: str, limit: int = 50) -> list[str]:
-        return [r.decision.decision_id for r in log.search(q, limit)]
+        return [r.decision_id for r in log.search(q, limit)]
 
     assert ids("") == ["dec_c", "dec_b", "dec_a"]
     assert ids("DEC_B") == ["dec_b"]

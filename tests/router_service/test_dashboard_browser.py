@@ -73,7 +73,9 @@ def seeded_activity(seed: int = 11, tasks: int = 12) -> ActivityLog:
             pmf = {m: epsilon / len(MODELS) for m, _ in MODELS}
             pmf[MODELS[top][0]] += 1 - epsilon
             model = None
-            if action != "abort":
+            if action == "abort":  # nothing is drawn: the decider reports no probabilities
+                pmf = dict.fromkeys(pmf, 0.0)
+            else:
                 model = rng.choices(list(pmf), weights=list(pmf.values()))[0]
             cost = costs[model] if model else 0.0
             reserved = round((cost or 0.0) * 1.2, 6)
@@ -165,8 +167,7 @@ def base_url(app: FastAPI) -> Iterator[str]:
 def test_dashboard_renders_charts_and_explains_a_decision(
     app: FastAPI, base_url: str, seeded: ActivityLog, tmp_path: Path
 ) -> None:
-    ruled = next(r for r in seeded.search(limit=1000) if r.decision.rules)
-    target = ruled.decision
+    target = next(r for r in seeded.search(limit=1000) if r.rules).load()
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 1100})
         errors = ConsoleErrors(page)

@@ -8,12 +8,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from router_service.api import admin, corrections, decisions, health, models, outcomes, tasks
+from router_service.api import (
+    admin,
+    corrections,
+    dashboard,
+    decisions,
+    health,
+    models,
+    outcomes,
+    tasks,
+)
+from router_service.auth import (
+    Unauthorized,
+    bootstrap_admin,
+    get_principal,
+    keys_router,
+    unauthorized_handler,
+)
 from router_service.errors import RouterError
+from router_service.metrics import metrics_router
 from router_service.policy_refresh import PolicyRefresher
 from router_service.settings import Settings
 from router_service.state import RouterState
@@ -26,6 +43,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = RouterState.build(settings)
         app.state.router = state
+        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+        generated = bootstrap_admin(state.auth, admin_key)
+        if generated is not None:
+            print(  # shown once: only its hash is stored
+                f"budget-router: generated admin API key (shown once, stored hashed): {generated}",
+                flush=True,
+            )
+        state.metrics.track_spool_depth(lambda: state.publisher.depth)
         refresher = PolicyRefresher(state)
         refresher.check_now()
         refresher.start()
@@ -46,6 +71,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in (health, models, tasks, decisions, outcomes, corrections, admin):
         app.include_router(module.router)
+    app.include_router(dashboard.page_router)
+    app.include_router(dashboard.router, dependencies=[Depends(get_principal)])
+    app.include_router(keys_router)
+    app.include_router(metrics_router)
+    app.add_exception_handler(Unauthorized, unauthorized_handler)
     app.add_exception_handler(RouterError, _router_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app

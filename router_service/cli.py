@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from router_service.metrics import configure_json_logging
 from router_service.settings import Settings
 
 
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_json_logging(logging.INFO)
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.handler(args)
 

@@ -61,11 +61,14 @@ class PolicyRefresher:
             self._load_rolling()
             swapped = self._load_snapshot()
             self.last_error = None
-            return swapped
         except (OSError, ValueError, FeatureStoreError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("policy refresh failed, keeping the current model: %s", self.last_error)
-            return False
+            swapped = False
+        self._state.metrics.set_model(
+            self._state.policy.version, self.last_error is not None, time.time() - self.last_refresh
+        )
+        return swapped
 
     def _load_rolling(self) -> None:
         try:

@@ -205,6 +205,7 @@ class CloseRequest(Strict):
 
 class Task(BaseModel):
     task_id: str
+    tenant: str = "default"
     trust_domain: str
     task_type: str
     budget: Budget

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Tier = Literal["small", "medium", "large", "frontier"]
@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_TIER_PREFERENCES)
     )
     trust_policy_path: Path | None = None
+    admin_key: SecretStr | None = Field(
+        None, description="fixes the admin API key (else one is generated and printed once)"
+    )
+    json_logs: bool = True
     kafka: KafkaSettings = KafkaSettings()
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"

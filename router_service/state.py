@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from feature_store.snapshot import RollingFeature
+from router_service.activity import ActivityLog
+from router_service.auth import ApiKeyStore
 from router_service.catalog import Catalog
 from router_service.ledger import InMemoryLedger, Ledger
+from router_service.metrics import RouterMetrics
 from router_service.observed_costs import ObservedCosts
 from router_service.policy import RoutingPolicy, build_policy
 from router_service.publisher import EventPublisher, KafkaEventPublisher
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from router_service.policy_refresh import PolicyRefresher
 
 SPOOL_FILE = "spool.sqlite3"
+API_KEYS_FILE = "api_keys.json"
 
 
 @dataclass
@@ -31,11 +35,14 @@ class RouterState:
     ledger: Ledger
     publisher: EventPublisher
     base_version: str
+    auth: ApiKeyStore
     tasks: TaskStore = field(default_factory=TaskStore)
     observed_costs: ObservedCosts = field(default_factory=ObservedCosts)
     rolling: dict[tuple[str, str, str], RollingFeature] = field(default_factory=dict)
     allocator_state: dict[str, Any] = field(default_factory=dict)
     refresher: PolicyRefresher | None = None
+    metrics: RouterMetrics = field(default_factory=RouterMetrics)
+    activity: ActivityLog = field(default_factory=ActivityLog)
 
     @property
     def governor(self) -> GovernorSettings:
@@ -58,12 +65,27 @@ class RouterState:
             ledger=InMemoryLedger(),
             publisher=publisher,
             base_version=policy.version,
+            auth=ApiKeyStore(settings.data_dir / API_KEYS_FILE),
         )
 
-    def open_task(self, request: TaskCreate) -> Task:
-        task = self.tasks.open(request)
+    def open_task(self, request: TaskCreate, tenant: str) -> Task:
+        task = self.tasks.open(request, tenant)
         self.ledger.open(task.task_id, task.budget)
         return task
+
+    def system_status(self) -> dict[str, Any]:
+        """What the dashboard and /readyz show about models and the learner."""
+        from learner.service import read_status
+
+        learner = read_status(self.settings.data_dir) or {}
+        refresh = self.refresher.status() if self.refresher else {}
+        return {
+            **refresh,
+            "lambdas": learner.get("lambdas", self.allocator_state.get("lambdas", {})),
+            "learner_lag": learner.get("consumer_lag"),
+            "learner_events": learner.get("consumed"),
+            "spool_depth": self.publisher.depth,
+        }
 
     def close(self) -> None:
         self.publisher.close()

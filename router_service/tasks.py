@@ -25,10 +25,11 @@ class TaskStore:
         self._decisions: dict[str, Decision] = {}
         self._lock = threading.Lock()
 
-    def open(self, request: TaskCreate) -> Task:
+    def open(self, request: TaskCreate, tenant: str) -> Task:
         task_id = request.task_id or f"task_{uuid.uuid4().hex}"
         task = Task(
             task_id=task_id,
+            tenant=tenant,
             trust_domain=request.trust_domain,
             task_type=request.task_type,
             budget=request.budget,

@@ -11,15 +11,20 @@ from fastapi.testclient import TestClient
 from router_service.app import create_app
 from router_service.settings import Settings
 
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "var", prior_examples_per_kind=10, seed=7)
+    return Settings(
+        data_dir=tmp_path / "var", prior_examples_per_kind=10, seed=7, admin_key=ADMIN_KEY
+    )
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 

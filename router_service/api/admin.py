@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from router_service.auth import AdminDep
 from router_service.deps import StateDep
 from router_service.errors import ConfigError, InvalidRequest
 
@@ -11,7 +12,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @router.post("/trust-policy/reload")
-async def reload_trust_policy(state: StateDep) -> dict[str, str]:
+async def reload_trust_policy(state: StateDep, admin: AdminDep) -> dict[str, str]:
     """Re-read the policy file; a bad file keeps the policy in force and says what is wrong."""
     try:
         version = state.trust.reload()

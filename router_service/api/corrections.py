@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from router_service.api.tasks import visible_task
+from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.events import CorrectionEvent
 from router_service.schemas import CorrectionAccepted, CorrectionRequest
@@ -12,13 +14,16 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 
 
 @router.post("/corrections", status_code=status.HTTP_202_ACCEPTED)
-async def correct(state: StateDep, body: CorrectionRequest) -> CorrectionAccepted:
+async def correct(
+    state: StateDep, principal: PrincipalDep, body: CorrectionRequest
+) -> CorrectionAccepted:
     """Answered once the correction is durably accepted (spooled or acked by the broker)."""
     if body.decision_id is not None:
         task_id = state.tasks.decision(body.decision_id).task_id
     else:
         assert body.task_id is not None
-        task_id = state.tasks.get(body.task_id).task.task_id
+        task_id = body.task_id
+    visible_task(state, principal, task_id)
     if body.preferred_model is not None:
         state.catalog.get(body.preferred_model)
     event = CorrectionEvent(

@@ -13,6 +13,9 @@ from router_service.activity import ActivityLog, decision_row, explanation
 from router_service.errors import NotFound, Unavailable
 
 router = APIRouter(tags=["dashboard"])
+"""The JSON endpoints; the app mounts them behind the API-key check."""
+page_router = APIRouter(tags=["dashboard"])
+"""The page and its two assets, public: they hold no data."""
 log = logging.getLogger("budget_router.dashboard")
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {
@@ -51,12 +54,12 @@ def system_status(request: Request) -> dict[str, Any]:
     return system
 
 
-@router.get("/dashboard", include_in_schema=False)
+@page_router.get("/dashboard", include_in_schema=False)
 async def dashboard_page() -> FileResponse:
     return FileResponse(STATIC / "dashboard.html", media_type="text/html")
 
 
-@router.get("/dashboard/{asset}", include_in_schema=False)
+@page_router.get("/dashboard/{asset}", include_in_schema=False)
 async def dashboard_asset(asset: str) -> FileResponse:
     media_type = ASSETS.get(asset)
     if media_type is None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter
 
+from router_service.api.tasks import visible_task
+from router_service.auth import PrincipalDep
 from router_service.decider import decide
 from router_service.deps import StateDep
 from router_service.errors import Conflict
@@ -16,14 +19,17 @@ log = logging.getLogger("budget_router.decisions")
 
 
 @router.post("/decide")
-async def decide_step(state: StateDep, body: DecideRequest) -> Decision:
-    record = state.tasks.get(body.task_id)
+async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequest) -> Decision:
+    started = time.perf_counter()
+    record = visible_task(state, principal, body.task_id)
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
     decision, event = decide(body, record.task, state)
     state.tasks.add_decision(decision)
     if event is not None:
         state.publisher.publish(event)
+    state.activity.record_decision(decision, record.task)
+    state.metrics.observe_decision(decision, time.perf_counter() - started)
     log.info(
         "decision",
         extra={

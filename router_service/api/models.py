@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Response, status
 
+from router_service.auth import AdminDep, PrincipalDep
 from router_service.catalog import ModelSpec, ModelUpdate
 from router_service.deps import StateDep
 from router_service.errors import InvalidRequest
@@ -12,18 +13,19 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
-async def list_models(state: StateDep) -> list[ModelSpec]:
+async def list_models(state: StateDep, principal: PrincipalDep) -> list[ModelSpec]:
     return list(state.catalog.snapshot().values())
 
 
 @router.get("/{model_id:path}")
-async def get_model(state: StateDep, model_id: str) -> ModelSpec:
+async def get_model(state: StateDep, principal: PrincipalDep, model_id: str) -> ModelSpec:
     return state.catalog.get(model_id)
 
 
 @router.put("/{model_id:path}")
 async def put_model(
     state: StateDep,
+    admin: AdminDep,
     body: ModelUpdate,
     response: Response,
     model_id: str = Path(min_length=1, max_length=200),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from router_service.api.tasks import visible_task
+from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.errors import Conflict, InvalidRequest
 from router_service.events import OutcomeEvent
@@ -13,8 +15,11 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 
 
 @router.post("/outcomes", status_code=status.HTTP_202_ACCEPTED)
-async def report_outcome(state: StateDep, body: OutcomeReport) -> OutcomeAccepted:
+async def report_outcome(
+    state: StateDep, principal: PrincipalDep, body: OutcomeReport
+) -> OutcomeAccepted:
     decision = state.tasks.decision(body.decision_id)
+    task = visible_task(state, principal, decision.task_id).task
     if decision.model is None or decision.action == "require_confirmation":
         raise Conflict(
             f"decision {body.decision_id!r} chose no model ({decision.action}): "
@@ -47,7 +52,7 @@ async def report_outcome(state: StateDep, body: OutcomeReport) -> OutcomeAccepte
             model=decision.model,
             step_kind=decision.step.kind,
             step_type=decision.step.type,
-            trust_domain=state.tasks.get(decision.task_id).task.trust_domain,
+            trust_domain=task.trust_domain,
             success=body.success,
             quality=body.quality,
             input_tokens=body.input_tokens,
@@ -58,6 +63,13 @@ async def report_outcome(state: StateDep, body: OutcomeReport) -> OutcomeAccepte
             error=body.error,
             exceeded_grant=exceeded,
         )
+    )
+    state.activity.record_outcome(decision, body, cost)
+    state.metrics.observe_outcome(
+        model=decision.model,
+        trust_domain=task.trust_domain,
+        success=body.success,
+        cost_dollars=cost,
     )
     return OutcomeAccepted(
         decision_id=body.decision_id,

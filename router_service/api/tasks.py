@@ -4,22 +4,33 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from router_service.auth import PrincipalDep, assert_domain_allowed, assert_task_visible
 from router_service.deps import StateDep
 from router_service.events import TaskClosedEvent
 from router_service.schemas import CloseRequest, Task, TaskCreate, TaskWithDecisions
+from router_service.state import RouterState
+from router_service.tasks import TaskRecord
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 
+def visible_task(state: RouterState, principal: PrincipalDep, task_id: str) -> TaskRecord:
+    """The task if the caller's tenant owns it; an unknown task otherwise."""
+    record = state.tasks.get(task_id)
+    assert_task_visible(principal, record.task.tenant, task_id)
+    return record
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def open_task(state: StateDep, body: TaskCreate) -> Task:
-    task = state.open_task(body)
+async def open_task(state: StateDep, principal: PrincipalDep, body: TaskCreate) -> Task:
+    assert_domain_allowed(principal, body.trust_domain)
+    task = state.open_task(body, principal.tenant)
     return task.model_copy(update={"ledger": state.ledger.view(task.task_id)})
 
 
 @router.get("/{task_id}")
-async def get_task(state: StateDep, task_id: str) -> TaskWithDecisions:
-    record = state.tasks.get(task_id)
+async def get_task(state: StateDep, principal: PrincipalDep, task_id: str) -> TaskWithDecisions:
+    record = visible_task(state, principal, task_id)
     return TaskWithDecisions(
         **record.task.model_dump(exclude={"ledger"}),
         ledger=state.ledger.view(task_id),
@@ -28,9 +39,11 @@ async def get_task(state: StateDep, task_id: str) -> TaskWithDecisions:
 
 
 @router.post("/{task_id}/close")
-async def close_task(state: StateDep, task_id: str, body: CloseRequest) -> Task:
+async def close_task(
+    state: StateDep, principal: PrincipalDep, task_id: str, body: CloseRequest
+) -> Task:
     """End the task; it refuses new decisions, in-flight outcomes still settle."""
-    record = state.tasks.get(task_id)
+    record = visible_task(state, principal, task_id)
     ledger = state.ledger.close(task_id)
     task = state.tasks.mark_closed(task_id)
     await state.publisher.publish_durable_async(
@@ -45,4 +58,5 @@ async def close_task(state: StateDep, task_id: str, body: CloseRequest) -> Task:
             decision_ids=[d.decision_id for d in record.decisions if d.reserved_dollars > 0],
         )
     )
+    state.activity.record_close(task, ledger)
     return task.model_copy(update={"ledger": ledger})

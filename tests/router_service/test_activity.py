@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from router_service.activity import NO_MODEL, ActivityLog, bucket_seconds, explored
-from router_service.api.dashboard import router
+from router_service.api.dashboard import page_router, router
 from router_service.errors import RouterError
 from router_service.schemas import (
     Action,
@@ -370,6 +370,7 @@ def dashboard_client(state: Any) -> TestClient:
     app = FastAPI()
     app.state.router = state
     app.include_router(router)
+    app.include_router(page_router)
 
     async def router_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RouterError)

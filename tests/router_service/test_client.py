@@ -23,7 +23,7 @@ from router_service.client import (
 )
 from router_service.schemas import Budget, Decision, OutcomeAccepted, Step, Task
 from router_service.settings import Settings
-from tests.conftest import budget, step
+from tests.conftest import ADMIN_KEY, budget, step
 
 FAST = RetryPolicy(attempts=4, base_delay=0.0, max_delay=0.0)
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -113,12 +113,16 @@ def test_task_scope_closes_with_the_mean_step_quality(client: TestClient) -> Non
 
 
 def test_async_client_over_asgi_transport(tmp_path: Path) -> None:
-    app = create_app(Settings(data_dir=tmp_path / "var", prior_examples_per_kind=10, seed=7))
+    app = create_app(
+        Settings(data_dir=tmp_path / "var", prior_examples_per_kind=10, seed=7, admin_key=ADMIN_KEY)
+    )
 
     async def run() -> Task:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with AsyncBudgetRouterClient("http://router", transport=transport) as router:
+            async with AsyncBudgetRouterClient(
+                "http://router", api_key=ADMIN_KEY, transport=transport
+            ) as router:
                 async with router.task("research", budget(), trust_domain="eng") as task:
                     decision = await task.decide(step())
                     await task.report(decision, True, 0.7, 2_000, 200, cost_dollars=0.002)

@@ -14,7 +14,7 @@ import uvicorn
 from router_service.app import create_app
 from router_service.embedded_broker import free_port
 from router_service.settings import Settings
-from tests.conftest import budget, step
+from tests.conftest import ADMIN_HEADERS, budget, step
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def server_url(settings: Settings) -> Iterator[str]:
 
 def test_concurrent_decisions_and_outcomes_balance_to_the_cent(server_url: str) -> None:
     cap = 0.25
-    with httpx.Client(base_url=server_url) as client:
+    with httpx.Client(base_url=server_url, headers=ADMIN_HEADERS) as client:
         body = {
             "task_id": "busy",
             "task_type": "load",
@@ -50,7 +50,7 @@ def test_concurrent_decisions_and_outcomes_balance_to_the_cent(server_url: str) 
     lock = threading.Lock()
 
     def agent(worker: int) -> None:
-        with httpx.Client(base_url=server_url, timeout=30) as client:
+        with httpx.Client(base_url=server_url, timeout=30, headers=ADMIN_HEADERS) as client:
             for i in range(40):
                 kind = "final_synthesis" if i == 39 else "execution"
                 decision = client.post(
@@ -82,7 +82,7 @@ def test_concurrent_decisions_and_outcomes_balance_to_the_cent(server_url: str) 
         thread.start()
     for thread in threads:
         thread.join()
-    with httpx.Client(base_url=server_url) as client:
+    with httpx.Client(base_url=server_url, headers=ADMIN_HEADERS) as client:
         ledger = client.get("/v1/tasks/busy").json()["ledger"]
     assert len(actions) == 320
     assert Decimal(str(round(ledger["spent_dollars"], 6))) == sum(booked)

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from router_service.activity import ActivityLog
-from router_service.api.dashboard import router
+from router_service.api.dashboard import page_router, router
 from router_service.errors import RouterError
 from router_service.schemas import Action, OutcomeReport, Rule, StepKind
 from tests.browser import ConsoleErrors, chromium, require_browser, serve
@@ -131,6 +131,7 @@ def dashboard_app(activity: ActivityLog) -> FastAPI:
         },
     )
     app.include_router(router)
+    app.include_router(page_router)
     app.state.authorization = []
 
     @app.middleware("http")

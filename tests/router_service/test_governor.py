@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from router_service.app import create_app
 from router_service.settings import Settings
-from tests.conftest import budget, step
+from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, step
 
 
 def open_task(client: TestClient, task_id: str, **overrides: Any) -> dict[str, Any]:
@@ -230,9 +230,12 @@ def test_bad_policy_reload_keeps_the_old_policy(tmp_path: Path) -> None:
     path = tmp_path / "domains.toml"
     path.write_text('version = "v1"\n[domains.default]\nmax_exploration = 0.1\n')
     settings = Settings(
-        data_dir=tmp_path / "var", trust_policy_path=path, prior_examples_per_kind=5
+        data_dir=tmp_path / "var",
+        trust_policy_path=path,
+        prior_examples_per_kind=5,
+        admin_key=ADMIN_KEY,
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
         path.write_text('version = "v2"\n[domains.default]\nmax_exploration = 7\n')
         response = client.post("/v1/admin/trust-policy/reload")
         assert response.status_code == 422

@@ -20,6 +20,10 @@ from typing import ClassVar
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+BENCH_ADMIN_KEY = "bench-admin-key-not-a-secret-0001"
+"""The admin key benchmark servers are started with and every benchmark request carries."""
+
+
 class BenchError(Exception):
     """Root of every error the benchmarks raise on purpose."""
 
@@ -46,7 +50,11 @@ def server_process(
     not whatever else is installed; its output goes to ``log_path``.
     """
     paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "BUDGET_ROUTER_ADMIN_KEY": BENCH_ADMIN_KEY,
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bench import ProtocolError, ServerUnavailable
+from bench import BENCH_ADMIN_KEY, ProtocolError, ServerUnavailable
 
 RequestSource = Sequence[bytes] | Callable[[int], bytes]
 """The i-th request's bytes: a list (cycled) or a function of the request's index."""
@@ -29,14 +29,16 @@ def post_json(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
     """One complete keep-alive HTTP/1.1 POST of a JSON ``body``, ready to write."""
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {BENCH_ADMIN_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
 def get(path: str, host: str = "127.0.0.1") -> bytes:
     """One complete keep-alive HTTP/1.1 GET, ready to write."""
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("ascii")
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {BENCH_ADMIN_KEY}\r\n\r\n"
+    ).encode("ascii")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,206 @@
+"""A full stack for benchmarks: Kafka-protocol broker, router and learner on one data dir.
+
+``budget-router up`` starts all three when the installed CLI has it; until then the stack
+starts an :class:`~router_service.embedded_broker.EmbeddedBroker`, ``budget-router serve``
+with ``BUDGET_ROUTER_KAFKA__BOOTSTRAP_SERVERS`` pointing at it, and ``python -m learner``,
+every process sharing the same ``--data-dir`` and the same environment (catalog, seed,
+lambda). The benchmark talks to the router over HTTP only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import REPO_ROOT, BenchError, server_process
+from learner.service import read_status
+from router_service.embedded_broker import EmbeddedBroker, free_port
+
+# Consumer-group joins take ~5 s with kafka-python's defaults, ~1 s with these.
+FAST_CONSUMER_ENV = {
+    "BUDGET_ROUTER_LEARNER_SESSION_TIMEOUT_MS": "2000",
+    "BUDGET_ROUTER_LEARNER_HEARTBEAT_INTERVAL_MS": "500",
+    "BUDGET_ROUTER_LEARNER_MAX_POLL_INTERVAL_MS": "2000",
+    "BUDGET_ROUTER_LEARNER_CHECKPOINT_EVERY_SECONDS": "1",
+    "BUDGET_ROUTER_LEARNER_PUBLISH_INTERVAL_SECONDS": "0.5",
+    "BUDGET_ROUTER_MODEL_POLL_SECONDS": "0.5",
+}
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What a benchmark varies: catalog, starting model, seed, lambda, extra environment."""
+
+    data_dir: Path
+    catalog_path: Path | None = None
+    policy_model_path: Path | None = None
+    seed: int = 0
+    lambda_initial: float | None = None
+    lambda_step: float | None = None
+    task_credit_weight: float | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    api_key: str = field(default_factory=lambda: "bench_" + secrets.token_urlsafe(24))
+
+    def env(self) -> dict[str, str]:
+        """The environment every process of the stack gets (besides the broker address)."""
+        env = dict(FAST_CONSUMER_ENV)
+        env["BUDGET_ROUTER_ADMIN_KEY"] = self.api_key
+        env["BUDGET_ROUTER_SEED"] = str(self.seed)
+        env["BUDGET_ROUTER_DATA_DIR"] = str(self.data_dir)
+        if self.catalog_path is not None:
+            env["BUDGET_ROUTER_CATALOG_PATH"] = str(self.catalog_path)
+        if self.policy_model_path is not None:
+            env["BUDGET_ROUTER_POLICY_MODEL_PATH"] = str(self.policy_model_path)
+            env["BUDGET_ROUTER_LEARNER_MODEL_PATH"] = str(self.policy_model_path)
+        for name, value in (
+            ("LAMBDA_INITIAL", self.lambda_initial),
+            ("LAMBDA_STEP", self.lambda_step),
+            ("TASK_CREDIT_WEIGHT", self.task_credit_weight),
+        ):
+            if value is not None:
+                env[f"BUDGET_ROUTER_LEARNER_{name}"] = repr(float(value))
+        env.update(self.extra_env)
+        return env
+
+
+@dataclass
+class RunningStack:
+    """Where the running stack listens and how it was started."""
+
+    port: int
+    data_dir: Path
+    mode: str
+    bootstrap: str | None
+    api_key: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> httpx.Client:
+        """An HTTP client for the router, authenticated with the stack's admin key."""
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=30.0,
+        )
+
+    def learner_status(self) -> dict[str, Any]:
+        """The learner's last status file, or an empty dict before it wrote one."""
+        return read_status(self.data_dir) or {}
+
+    def wait_learned(self, steps: int, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Poll the learner's status until it learned ``steps`` steps or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        status = self.learner_status()
+        while time.monotonic() < deadline and status.get("learned_steps", 0) < steps:
+            time.sleep(0.2)
+            status = self.learner_status()
+        return status
+
+
+def cli_has_up() -> bool:
+    """Whether the installed ``budget-router`` CLI offers the ``up`` command yet."""
+    script = Path(sys.executable).parent / "budget-router"
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, check=False, cwd=REPO_ROOT
+    )
+    return "up" in result.stdout.split("{", 1)[-1].split("}", 1)[0].split(",")
+
+
+@contextlib.contextmanager
+def _env(extra: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for child processes started inside the block."""
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _learner(bootstrap: str, config: StackConfig, log_path: Path) -> Iterator[None]:
+    command = [
+        sys.executable,
+        "-m",
+        "learner",
+        "--data-dir",
+        str(config.data_dir),
+        "--bootstrap-servers",
+        bootstrap,
+    ]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if process.returncode not in (0, -15):
+        tail = log_path.read_text(errors="replace")[-1500:]
+        raise BenchError(f"learner exited with code {process.returncode}; log {log_path}:\n{tail}")
+
+
+@contextlib.contextmanager
+def full_stack(config: StackConfig, use_up: bool | None = None) -> Iterator[RunningStack]:
+    """Broker + router + learner sharing ``config.data_dir``, until the block ends."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    script = str(Path(sys.executable).parent / "budget-router")
+    port = free_port()
+    use_up = cli_has_up() if use_up is None else use_up
+    with contextlib.ExitStack() as stack:
+        if use_up:
+            stack.enter_context(_env(config.env()))
+            stack.enter_context(
+                server_process(
+                    [script, "up", "--port", str(port), "--data-dir", str(config.data_dir)],
+                    port,
+                    config.data_dir / "stack.log",
+                    ready_timeout_s=60.0,
+                )
+            )
+            yield RunningStack(port, config.data_dir, "budget-router up", None, config.api_key)
+            return
+        broker = EmbeddedBroker(log_path=config.data_dir / "broker.log").start()
+        stack.callback(broker.stop)
+        env = {**config.env(), "BUDGET_ROUTER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}
+        stack.enter_context(_env(env))
+        stack.enter_context(
+            server_process(
+                [script, "serve", "--port", str(port), "--data-dir", str(config.data_dir)],
+                port,
+                config.data_dir / "router.log",
+                ready_timeout_s=60.0,
+            )
+        )
+        stack.enter_context(_learner(broker.bootstrap, config, config.data_dir / "learner.log"))
+        yield RunningStack(
+            port, config.data_dir, "broker + serve + learner", broker.bootstrap, config.api_key
+        )
+
+
+def write_catalog(path: Path, models: list[dict[str, Any]]) -> Path:
+    """Write a catalog file ``{"models": [...]}`` for ``BUDGET_ROUTER_CATALOG_PATH``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"models": models}, indent=1))
+    return path

@@ -7,6 +7,7 @@ both go through this module, so the example format cannot drift between them.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import tempfile
@@ -52,6 +53,7 @@ class ExplorationSpec:
         return f"--epsilon {self.epsilon}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def _token(text: str) -> str:
     return _UNSAFE.sub("_", text.strip()) or "_"
 

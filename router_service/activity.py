@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router_service.schemas import Decision, LedgerView, OutcomeReport, Task
+from router_service.tasks import DecisionRef
 
 NO_MODEL = "(no model)"
 BUCKET_STEPS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
@@ -150,7 +151,7 @@ class ActivityLog:
 
     def record_outcome(
         self,
-        decision: Decision,
+        decision: DecisionRef,
         outcome: OutcomeReport,
         cost_dollars: float,
         ledger: LedgerView | None = None,

@@ -9,6 +9,7 @@ commit happen under one lock, no interleaving of requests can commit beyond the 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -67,10 +68,29 @@ class TaskBooks:
     closed: bool = False
     open_reservations: dict[str, Reservation] = field(default_factory=dict)
     committed_by_kind: dict[str, float] = field(default_factory=dict)
+    reserved_dollars: float = 0.0
+    reserved_input_tokens: int = 0
+    reserved_output_tokens: int = 0
+    next_expiry: float = math.inf
 
-    @property
-    def reserved_dollars(self) -> float:
-        return sum(r.dollars for r in self.open_reservations.values())
+    def hold(self, reservation: Reservation) -> None:
+        """Open a reservation, keeping the running totals the caps are checked against."""
+        self.open_reservations[reservation.decision_id] = reservation
+        self.reserved_dollars += reservation.dollars
+        self.reserved_input_tokens += reservation.input_tokens
+        self.reserved_output_tokens += reservation.output_tokens
+        self.next_expiry = min(self.next_expiry, reservation.expires_at)
+
+    def release(self, decision_id: str) -> Reservation | None:
+        reservation = self.open_reservations.pop(decision_id, None)
+        if reservation is not None:
+            self.reserved_input_tokens -= reservation.input_tokens
+            self.reserved_output_tokens -= reservation.output_tokens
+            if self.open_reservations:
+                self.reserved_dollars -= reservation.dollars
+            else:
+                self.reserved_dollars = 0.0  # no float residue once nothing is held
+        return reservation
 
     def committed_dollars(self) -> float:
         return self.spent_dollars + self.reserved_dollars
@@ -84,8 +104,8 @@ class TaskBooks:
         ):
             if kind != step_kind:
                 protected += max(0.0, reserve - self.committed_by_kind.get(kind, 0.0))
-        reserved_in = sum(r.input_tokens for r in self.open_reservations.values())
-        reserved_out = sum(r.output_tokens for r in self.open_reservations.values())
+        reserved_in = self.reserved_input_tokens
+        reserved_out = self.reserved_output_tokens
         return Headroom(
             dollars=max(0.0, budget.total_dollars - protected - self.committed_dollars()),
             input_tokens=max(0, budget.max_input_tokens - self.input_tokens_used - reserved_in),
@@ -164,7 +184,7 @@ class _Transaction:
                 f"reservation of ${reservation.dollars:.6f} does not fit the task's budget",
                 field="budget",
             )
-        books.open_reservations[reservation.decision_id] = reservation
+        books.hold(reservation)
         books.commit(reservation.step_kind, reservation.dollars)
         books.steps += 1
         books.retries_used += int(reservation.is_retry)
@@ -212,7 +232,7 @@ class InMemoryLedger:
             )
         books, lock = self._get(task_id)
         with lock:
-            reservation = books.open_reservations.pop(decision_id, None)
+            reservation = books.release(decision_id)
             if reservation is None:
                 raise Conflict(
                     f"decision {decision_id!r} already has an outcome (or expired)",
@@ -246,10 +266,14 @@ class InMemoryLedger:
 
     def _expire_books(self, books: TaskBooks) -> list[Settlement]:
         now = self._clock()
+        if now < books.next_expiry:
+            return []
         stale = [r for r in books.open_reservations.values() if r.expires_at <= now]
+        live = (r.expires_at for r in books.open_reservations.values() if r.expires_at > now)
+        books.next_expiry = min(live, default=math.inf)
         settled = []
         for reservation in stale:
-            del books.open_reservations[reservation.decision_id]
+            books.release(reservation.decision_id)
             settled.append(
                 self._book(
                     books,

@@ -1,4 +1,9 @@
-"""Open tasks and the decisions made for them, kept in memory by the router process."""
+"""Open tasks and the decisions made for them, kept in memory by the router process.
+
+Decisions are kept as their JSON bytes plus a small tuple of what settling an outcome needs:
+neither is traversed by Python's garbage collector, which keeps collection pauses short however
+many decisions the process holds.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,33 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from router_service.errors import Conflict, NotFound
 from router_service.schemas import Decision, Task, TaskCreate
 
 
+class DecisionRef(NamedTuple):
+    """What an outcome for a decision needs to know about it."""
+
+    decision_id: str
+    task_id: str
+    model: str | None
+    action: str
+    step_kind: str
+    step_type: str
+    max_output_tokens: int
+    reserved_dollars: float
+
+
 @dataclass
 class TaskRecord:
     task: Task
-    decisions: list[Decision] = field(default_factory=list)
+    decision_json: list[bytes] = field(default_factory=list)
+    reserved_decisions: list[str] = field(default_factory=list)
+
+    def decisions(self) -> list[Decision]:
+        return [Decision.model_validate_json(raw) for raw in self.decision_json]
 
 
 class TaskStore:
@@ -22,7 +45,7 @@ class TaskStore:
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskRecord] = {}
-        self._decisions: dict[str, Decision] = {}
+        self._decisions: dict[str, DecisionRef] = {}
         self._lock = threading.Lock()
 
     def open(self, request: TaskCreate, tenant: str) -> Task:
@@ -51,11 +74,25 @@ class TaskStore:
         return record
 
     def add_decision(self, decision: Decision) -> None:
+        ref = DecisionRef(
+            decision.decision_id,
+            decision.task_id,
+            decision.model,
+            decision.action,
+            decision.step.kind,
+            decision.step.type,
+            decision.max_output_tokens,
+            decision.reserved_dollars,
+        )
+        raw = decision.model_dump_json().encode()
         with self._lock:
-            self._tasks[decision.task_id].decisions.append(decision)
-            self._decisions[decision.decision_id] = decision
+            record = self._tasks[decision.task_id]
+            record.decision_json.append(raw)
+            if decision.reserved_dollars > 0:
+                record.reserved_decisions.append(decision.decision_id)
+            self._decisions[decision.decision_id] = ref
 
-    def decision(self, decision_id: str) -> Decision:
+    def decision(self, decision_id: str) -> DecisionRef:
         decision = self._decisions.get(decision_id)
         if decision is None:
             raise NotFound(

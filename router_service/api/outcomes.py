@@ -43,15 +43,15 @@ async def report_outcome(
                 value=None,
             )
     settlement = state.ledger.settle(body.decision_id, cost, body.input_tokens, output_tokens)
-    state.observed_costs.record(decision.model, decision.step.type, cost)
+    state.observed_costs.record(decision.model, decision.step_type, cost)
     exceeded = output_tokens > decision.max_output_tokens or settlement.exceeded_reservation
     await state.publisher.publish_durable_async(
         OutcomeEvent(
             task_id=decision.task_id,
             decision_id=body.decision_id,
             model=decision.model,
-            step_kind=decision.step.kind,
-            step_type=decision.step.type,
+            step_kind=decision.step_kind,
+            step_type=decision.step_type,
             trust_domain=task.trust_domain,
             success=body.success,
             quality=body.quality,
@@ -64,7 +64,8 @@ async def report_outcome(
             exceeded_grant=exceeded,
         )
     )
-    state.activity.record_outcome(decision, body, cost)
+    ledger = state.ledger.view(decision.task_id)
+    state.activity.record_outcome(decision, body, cost, ledger)
     state.metrics.observe_outcome(
         model=decision.model,
         trust_domain=task.trust_domain,
@@ -76,5 +77,5 @@ async def report_outcome(
         task_id=decision.task_id,
         cost_dollars=cost,
         exceeded_grant=exceeded,
-        ledger=state.ledger.view(decision.task_id),
+        ledger=ledger,
     )

@@ -34,7 +34,7 @@ async def get_task(state: StateDep, principal: PrincipalDep, task_id: str) -> Ta
     return TaskWithDecisions(
         **record.task.model_dump(exclude={"ledger"}),
         ledger=state.ledger.view(task_id),
-        decisions=list(record.decisions),
+        decisions=record.decisions(),
     )
 
 
@@ -55,7 +55,7 @@ async def close_task(
             spent_dollars=ledger.spent_dollars + ledger.reserved_dollars,
             total_dollars=task.budget.total_dollars,
             steps=ledger.steps,
-            decision_ids=[d.decision_id for d in record.decisions if d.reserved_dollars > 0],
+            decision_ids=list(record.reserved_decisions),
         )
     )
     state.activity.record_close(task, ledger)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench import REPO_ROOT, BenchError, server_process
+from bench import BENCH_ADMIN_KEY, REPO_ROOT, BenchError, server_process
 from learner.service import read_status
 from router_service.embedded_broker import EmbeddedBroker, free_port
 
@@ -50,7 +49,7 @@ class StackConfig:
     lambda_step: float | None = None
     task_credit_weight: float | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
-    api_key: str = field(default_factory=lambda: "bench_" + secrets.token_urlsafe(24))
+    api_key: str = BENCH_ADMIN_KEY
 
     def env(self) -> dict[str, str]:
         """The environment every process of the stack gets (besides the broker address)."""

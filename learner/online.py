@@ -2,22 +2,33 @@
 
 Wires :func:`learner.service.run_learner` to the router's settings, the DuckDB feature store,
 the snapshot store the router hot-swaps from, and the rolling-features export the router reads.
+The learner keeps learning online from the model it holds; when the registry's champion moves
+(a promotion or a rollback), it continues from the champion instead, so its snapshots always
+descend from the version the routers serve.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from feature_store.store import DuckDBFeatureStore
+from learner.checkpoint import atomic_write
 from learner.service import Learner, run_learner
 from learner.settings import LearnerSettings
 from learner.snapshots import SnapshotStore
+from learner.vw_model import VWPolicyModel
 from router_service.catalog import Catalog
+from router_service.champion import open_registry, registered_version
 from router_service.policy import policy_version
 from router_service.policy_refresh import rolling_features_path
 from router_service.settings import Settings
+
+LINEAGE_FILE = "learner_lineage.json"
+CHAMPION_CHECK_SECONDS = 5.0
 
 
 def learner_settings(settings: Settings, bootstrap_servers: str) -> LearnerSettings:
@@ -32,18 +43,58 @@ def learner_settings(settings: Settings, bootstrap_servers: str) -> LearnerSetti
     )
 
 
+class Lineage:
+    """Which registered version the learner's model descends from, kept across restarts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._path = settings.data_dir / LINEAGE_FILE
+        models = list(Catalog.from_file(settings.catalog_path).snapshot().values())
+        self.base_version = policy_version(settings, models)
+        self.champion: str | None = None
+        if self._path.exists():
+            saved = json.loads(self._path.read_text())
+            self.base_version, self.champion = saved["base_version"], saved["champion"]
+        self._checked_at = 0.0
+
+    def moved_champion(self) -> VWPolicyModel | None:
+        """The champion's model if the alias moved since we last looked, else None."""
+        now = time.monotonic()
+        if now - self._checked_at < CHAMPION_CHECK_SECONDS:
+            return None
+        self._checked_at = now
+        registry = open_registry(self._settings)
+        if registry is None:
+            return None
+        version = registry.get_alias_version("champion")
+        if version is None or version == self.champion:
+            return None
+        model = registry.load_bundle(version).policy_model()
+        self.champion, self.base_version = version, registered_version(version)
+        atomic_write(
+            self._path,
+            json.dumps({"base_version": self.base_version, "champion": version}).encode(),
+        )
+        return model
+
+
 def publishing_hook(
     settings: Settings, store: DuckDBFeatureStore
-) -> Callable[[Callable[[], bytes], dict[str, Any], int], None]:
-    """After model updates: write a snapshot for the router and export rolling features."""
-    models = list(Catalog.from_file(settings.catalog_path).snapshot().values())
-    base_version = policy_version(settings, models)
+) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
+    """After model updates: follow the champion, write a snapshot, export rolling features."""
+    lineage = Lineage(settings)
     snapshots = SnapshotStore(settings.data_dir)
     rolling_path = rolling_features_path(settings.data_dir)
 
-    def publish(get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int) -> None:
-        snapshots.write(get_bytes(), base_version, allocator, learned)
+    def publish(
+        get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int
+    ) -> VWPolicyModel | None:
+        champion = lineage.moved_champion()
+        if champion is not None:
+            return champion
+        snapshots.write(get_bytes(), lineage.base_version, allocator, learned)
         store.export_rolling_features(rolling_path)
+        return None
 
     return publish
 

@@ -33,8 +33,9 @@ from router_service.events import AnyEvent, EventError, decode_event
 log = logging.getLogger(__name__)
 STATUS_FILE = "learner_status.json"
 
-ModelUpdatedHook = Callable[[Callable[[], bytes], dict[str, Any], int], None]
-"""Called with a getter of the model bytes, the allocator state and the events learned."""
+ModelUpdatedHook = Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]
+"""Called with a getter of the model bytes, the allocator state and the events learned; may
+return a model to continue from instead (the champion, after a promotion or a rollback)."""
 
 
 class FeatureStore(Protocol):
@@ -250,9 +251,12 @@ class Learner:
             self.snapshot += 1
             self._published_updates = self.counters["model_updates"]
             self._last_publish = now
-            self.on_model_updated(
+            replacement = self.on_model_updated(
                 self.model.to_bytes, self.allocator.to_state(), self.counters["learned_steps"]
             )
+            if replacement is not None:
+                self.model = replacement
+                self._dirty += 1
         if due or now - self._last_status >= self.settings.status_every_seconds:
             if consumer is not None:
                 self.lag = consumer.lag(self.positions)

@@ -18,6 +18,7 @@ from feature_store.errors import FeatureStoreError
 from feature_store.snapshot import load_rolling_snapshot
 from learner.snapshots import SnapshotStore
 from learner.vw_model import VWPolicyModel
+from router_service.champion import ChampionSync
 from router_service.policy import RoutingPolicy
 from router_service.state import RouterState
 
@@ -38,6 +39,7 @@ class PolicyRefresher:
         self._rolling_path = rolling_features_path(state.settings.data_dir)
         self._seen_pointer: int | None = None
         self._seen_rolling: float | None = None
+        self._champion = ChampionSync(state)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="policy-refresh", daemon=True)
         self.last_refresh = time.time()
@@ -57,14 +59,18 @@ class PolicyRefresher:
 
     def check_now(self) -> bool:
         """Load whatever is new; True when the policy was swapped."""
+        before = self._state.policy.version
         try:
+            self._champion.check_now()
             self._load_rolling()
-            swapped = self._load_snapshot()
+            self._load_snapshot()
             self.last_error = None
         except (OSError, ValueError, FeatureStoreError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("policy refresh failed, keeping the current model: %s", self.last_error)
-            swapped = False
+        swapped = self._state.policy.version != before
+        if swapped:
+            self.last_refresh = time.time()
         self._state.metrics.set_model(
             self._state.policy.version, self.last_error is not None, time.time() - self.last_refresh
         )
@@ -79,27 +85,26 @@ class PolicyRefresher:
             self._state.rolling = load_rolling_snapshot(self._rolling_path)
             self._seen_rolling = mtime
 
-    def _load_snapshot(self) -> bool:
+    def _load_snapshot(self) -> None:
         mtime = self._snapshots.pointer_mtime()
         if mtime is None or mtime == self._seen_pointer:
-            return False
+            return
         self._seen_pointer = mtime
         info = self._snapshots.current()
         state = self._state
         if info is None or info.base_version != state.base_version:
-            return False
+            return
         if info.label == state.policy.version:
-            return False
+            return
         current = state.policy
         model = VWPolicyModel.load(self._snapshots.model_path(info))
         state.policy = RoutingPolicy(model, info.label, current.exploration, state.settings.seed)
         state.allocator_state = info.allocator_state
-        self.last_refresh = time.time()
         log.info("serving snapshot %s (%d steps learned)", info.label, info.events_learned)
-        return True
 
     def status(self) -> dict[str, Any]:
         return {
+            **self._champion.status(),
             "policy_version": self._state.policy.version,
             "base_version": self._state.base_version,
             "seconds_since_refresh": time.time() - self.last_refresh,

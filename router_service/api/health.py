@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from router_service.deps import StateDep
@@ -15,9 +17,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(state: StateDep) -> dict[str, str | int]:
+def readyz(state: StateDep) -> dict[str, Any]:
+    """Ready, with the served model, its source and whether it is stale."""
     return {
         "status": "ready",
-        "policy_version": state.policy.version,
         "models": len(state.catalog.snapshot()),
+        **state.system_status(),
+        "policy_version": state.policy.version,
     }

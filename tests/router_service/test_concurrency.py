@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
 import pytest
-import uvicorn
 
 from router_service.app import create_app
-from router_service.embedded_broker import free_port
 from router_service.settings import Settings
-from tests.conftest import ADMIN_HEADERS, budget, step
+from tests.conftest import ADMIN_HEADERS, budget, serve_in_thread, step
 
 
 @pytest.fixture
 def server_url(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def test_concurrent_decisions_and_outcomes_balance_to_the_cent(server_url: str) -> None:

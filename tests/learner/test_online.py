@@ -1,0 +1,28 @@
+"""The deployed learner follows the champion's lineage across promotions and restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from learner.online import Lineage
+from learner.registry import ModelRegistry
+from router_service.settings import Settings
+from tests.router_service.test_champion import register
+
+
+def test_lineage_follows_promotions_and_survives_a_restart(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "var")
+    lineage = Lineage(settings)
+    assert lineage.base_version.startswith("prior@")
+    registry = ModelRegistry.embedded(settings.data_dir)
+    first, second = register(registry, 1), register(registry, 2)
+    registry.promote(first, "test", "start")
+    assert lineage.moved_champion() is not None
+    assert lineage.base_version == f"mlflow:{first}"
+    lineage._checked_at = 0.0
+    assert lineage.moved_champion() is None, "unchanged alias must not rebase again"
+    registry.promote(second, "test", "next")
+    restarted = Lineage(settings)
+    assert restarted.base_version == f"mlflow:{first}"
+    assert restarted.moved_champion() is not None
+    assert restarted.base_version == f"mlflow:{second}"

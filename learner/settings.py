@@ -29,7 +29,7 @@ class LearnerSettings(BaseSettings):
     # Join (event time, from each event's occurred_at).
     join_window_seconds: float = Field(300.0, gt=0)
     task_close_wait_seconds: float = Field(
-        900.0, ge=0, description="how long a joined step waits for its task's result"
+        60.0, ge=0, description="how long a joined step waits for its task's result"
     )
     dedupe_window_seconds: float = Field(600.0, gt=0)
 

@@ -60,12 +60,19 @@ def price_candidates(
     min_rank = domain.policy.min_tier_rank(step.kind)
     result = []
     for model in models.values():
-        observed = state.observed_costs.estimate(model.id, step.type)
         estimate = model.token_cost(input_tokens, step.expected_output_tokens)
         if estimate is None:
-            estimate = observed
+            estimate = state.observed_costs.estimate(
+                model.id, step.type, input_tokens + step.expected_output_tokens
+            )
         grant, reservation, budget_reason = price_step(
-            model, input_tokens, step.expected_output_tokens, room, state.governor, observed
+            model,
+            input_tokens,
+            step.expected_output_tokens,
+            room,
+            state.governor,
+            state.observed_costs,
+            step.type,
         )
         reason = None
         if request.candidates is not None and model.id not in request.candidates:

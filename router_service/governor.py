@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from router_service.catalog import ModelSpec
 from router_service.ledger import Headroom, TaskBooks
+from router_service.observed_costs import ObservedCosts
 from router_service.schemas import Action, DecideRequest, Rule
 from router_service.settings import GovernorSettings
 from router_service.trust import DomainPolicy
@@ -61,7 +62,8 @@ def price_step(
     expected_output: int,
     room: Headroom,
     settings: GovernorSettings,
-    observed_cost: float | None,
+    observed: ObservedCosts,
+    step_type: str,
 ) -> tuple[int, float, str | None]:
     """Grant, worst-case reservation and, if it cannot be afforded, why."""
     desired = math.ceil(expected_output * settings.output_grant_factor)
@@ -69,7 +71,9 @@ def price_step(
     if token_room < expected_output:
         return 0, 0.0, f"needs {expected_output} output tokens, {room.output_tokens} left"
     if not model.priced:
-        estimate = settings.unpriced_step_cost if observed_cost is None else observed_cost
+        estimate = observed.estimate(model.id, step_type, input_tokens + token_room)
+        if estimate is None:
+            estimate = settings.unpriced_step_cost
         if estimate > room.dollars:
             return 0, 0.0, f"observed cost ${estimate:.6f} exceeds ${room.dollars:.6f} left"
         return token_room, estimate, None

@@ -202,7 +202,8 @@ class Learner:
 
     def _learn(self, shared: Any, actions: Any, decision: Any, reward: float) -> None:
         try:
-            self.model.learn(shared, actions, decision.chosen_index, -reward, decision.propensity)
+            propensity = max(decision.propensity, self.settings.propensity_floor)
+            self.model.learn(shared, actions, decision.chosen_index, -reward, propensity)
         except ValueError as exc:
             self._dead_letter(decision.model_dump_json(), f"cannot learn: {exc}", None)
             return

@@ -41,6 +41,10 @@ class LearnerSettings(BaseSettings):
     correction_high_reward: float = 1.0
     correction_low_reward: float = 0.0
 
+    # Importance weights: explored actions logged at p=0.005 would weigh 200 times a normal
+    # update and drag the model around; clipping trades a little bias for much less variance.
+    propensity_floor: float = Field(0.05, ge=0, le=1)
+
     # Budget-constrained allocator (dual variable per trust domain).
     lambda_initial: float = Field(1.0, ge=0)
     lambda_step: float = Field(0.5, ge=0)

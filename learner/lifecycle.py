@@ -59,7 +59,6 @@ from router_service.schemas import Signals, Step
 from router_service.settings import Settings
 
 Progress = Callable[[int, int], None]
-DEFAULT_LAMBDA = 10.0
 BENCHMARK_FILE = Path(__file__).resolve().parents[1] / "bench" / "data" / "routerbench.parquet"
 BENCHMARK_TRUST_DOMAIN = "bench"
 BENCHMARK_OUTPUT_TOKENS = 200
@@ -611,12 +610,13 @@ def list_versions(registry: ModelRegistry) -> list[VersionInfo]:
     client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.registry_uri)
     try:
         found = client.search_model_versions(f"name = '{registry.model_name}'")
+        aliases = client.get_registered_model(registry.model_name).aliases if found else {}
     except MlflowException as exc:
         raise RegistryError(f"could not list versions of {registry.model_name!r}: {exc}") from exc
     versions = [
         VersionInfo(
             version=str(v.version),
-            aliases=sorted(v.aliases),
+            aliases=sorted(a for a, version in aliases.items() if str(version) == str(v.version)),
             created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC),
             source=v.tags.get("source", ""),
             gate=v.tags.get("gate.outcome", ""),

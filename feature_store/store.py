@@ -92,9 +92,10 @@ class DuckDBFeatureStore:
             raise
 
     def _check_schema(self) -> None:
-        row = self._con.execute(
+        rows = self._con.execute(
             "SELECT value FROM store_meta WHERE key = 'schema_version'"
-        ).fetchone()
+        ).fetchall()  # fetchall: fetchone would leave the result open for the next query
+        row = rows[0] if rows else None
         if row is None or row[0] != str(SCHEMA_VERSION):
             found = None if row is None else row[0]
             raise StoreSchemaError(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from learner.lifecycle_cli import add_lifecycle_commands
 from router_service.metrics import configure_json_logging
 from router_service.settings import Settings
 
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("serve", serve, "start the API server alone", port=True)
     command("up", up, "start broker, learner and router together", port=True)
     command("learn", learn, "run the incremental learner")
+    add_lifecycle_commands(commands, _settings)
     learner_cmd = commands.add_parser("learner", help="inspect the learner")
     learner_sub = learner_cmd.add_subparsers(dest="learner_command", required=True)
     status = learner_sub.add_parser("status", help="events, lag, lambda, model version")

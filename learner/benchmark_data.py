@@ -39,6 +39,23 @@ _RAW_SELECT = """
 _COMPACT_SELECT = f"SELECT {_COLUMNS} FROM read_parquet(?) WHERE correct IS NOT NULL"
 
 
+TOKENS_PER_WORD = 1.3
+# Tiers are a judgment from each model's size and price class at the time of the data.
+ROUTERBENCH_TIERS: dict[str, str] = {
+    "gpt-4-1106-preview": "frontier",
+    "claude-v2": "large",
+    "claude-v1": "large",
+    "meta/llama-2-70b-chat": "large",
+    "zero-one-ai/Yi-34B-Chat": "medium",
+    "mistralai/mixtral-8x7b-chat": "medium",
+    "gpt-3.5-turbo-1106": "medium",
+    "claude-instant-v1": "medium",
+    "meta/code-llama-instruct-34b-chat": "medium",
+    "mistralai/mistral-7b-chat": "small",
+    "WizardLM/WizardLM-13B-V1.2": "small",
+}
+
+
 @dataclass(frozen=True)
 class BenchmarkTable:
     """Per prompt (rows) and model (columns): correctness in [0, 1] and cost in dollars."""

@@ -36,7 +36,14 @@ from feature_store.logged import LoggedStep
 from feature_store.schema import to_utc_naive
 from feature_store.store import DuckDBFeatureStore
 from learner.allocator import BudgetAllocator
-from learner.benchmark_data import BenchmarkTable, SimulatedLog, load_routerbench, simulate_logged
+from learner.benchmark_data import (
+    ROUTERBENCH_TIERS,
+    TOKENS_PER_WORD,
+    BenchmarkTable,
+    SimulatedLog,
+    load_routerbench,
+    simulate_logged,
+)
 from learner.model_bundle import ModelBundle
 from learner.ope import EvaluationError
 from learner.promotion import GateConfig, GateDecision, PolicyEstimate, evaluate_gate, maybe_promote
@@ -62,21 +69,6 @@ Progress = Callable[[int, int], None]
 BENCHMARK_FILE = Path(__file__).resolve().parents[1] / "bench" / "data" / "routerbench.parquet"
 BENCHMARK_TRUST_DOMAIN = "bench"
 BENCHMARK_OUTPUT_TOKENS = 200
-TOKENS_PER_WORD = 1.3
-# Tiers by each model's size and price class at the time of the data (same as bench/data).
-ROUTERBENCH_TIERS: dict[str, str] = {
-    "gpt-4-1106-preview": "frontier",
-    "claude-v2": "large",
-    "claude-v1": "large",
-    "meta/llama-2-70b-chat": "large",
-    "zero-one-ai/Yi-34B-Chat": "medium",
-    "mistralai/mixtral-8x7b-chat": "medium",
-    "gpt-3.5-turbo-1106": "medium",
-    "claude-instant-v1": "medium",
-    "meta/code-llama-instruct-34b-chat": "medium",
-    "mistralai/mistral-7b-chat": "small",
-    "WizardLM/WizardLM-13B-V1.2": "small",
-}
 
 
 class LifecycleError(Exception):

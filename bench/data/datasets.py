@@ -16,24 +16,14 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from learner.benchmark_data import BenchmarkTable, load_routerbench
+from learner.benchmark_data import (
+    ROUTERBENCH_TIERS,
+    TOKENS_PER_WORD,
+    BenchmarkTable,
+    load_routerbench,
+)
 
 DATA_DIR = Path(__file__).resolve().parent
-TOKENS_PER_WORD = 1.3
-# Tiers are a judgment from each model's size and price class at the time of the data.
-ROUTERBENCH_TIERS: dict[str, str] = {
-    "gpt-4-1106-preview": "frontier",
-    "claude-v2": "large",
-    "claude-v1": "large",
-    "meta/llama-2-70b-chat": "large",
-    "zero-one-ai/Yi-34B-Chat": "medium",
-    "mistralai/mixtral-8x7b-chat": "medium",
-    "gpt-3.5-turbo-1106": "medium",
-    "claude-instant-v1": "medium",
-    "meta/code-llama-instruct-34b-chat": "medium",
-    "mistralai/mistral-7b-chat": "small",
-    "WizardLM/WizardLM-13B-V1.2": "small",
-}
 MMLU_PRO_TIERS: dict[str, str] = {
     "gpt4o@2024-05-20": "frontier",
     "Meta-Llama-3_1-70B-Instruct_5shots": "large",

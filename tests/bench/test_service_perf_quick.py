@@ -1,0 +1,73 @@
+"""The service-performance benchmark end to end in quick mode, and its bookkeeping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.service_perf import STEPS_PER_TASK, _extrapolate, event_stream, main, targets
+from router_service.events import DecisionEvent, TaskClosedEvent, decode_event
+
+SECTIONS = (
+    "## Targets",
+    "## 1. Decision latency and throughput over HTTP, full stack on",
+    "## 2. Learner throughput",
+    "## 3. Outcome-to-policy delay",
+    "## 4. Memory",
+    "- Command: `",
+    "- Seed: ",
+)
+
+
+def test_quick_run_measures_every_part_without_errors(tmp_path: Path) -> None:
+    document = main(["--quick", "--out", str(tmp_path)])
+    text = (tmp_path / "service_perf.md").read_text()
+    for section in SECTIONS:
+        assert section in text
+    assert "Quick mode" in text
+    saved = json.loads((tmp_path / "service_perf.json").read_text())
+    assert saved["meta"]["quick"] and saved["targets"] == document["targets"]
+    results = document["results"]
+    assert results["http"]["stack"] == "budget-router up"
+    for server in ("router", "baseline"):
+        for phase in ("light", "peak"):
+            assert results["http"][server][phase]["errors"] == 0
+    learner = results["learner"]
+    assert learner["learner"]["learned_steps"] == learner["decisions"]
+    assert learner["learner"]["dead_lettered"] == 0
+    assert results["policy_delay"]["repeats"] == 2
+    memory = results["memory"]
+    for kind in ("router", "learner"):
+        assert memory[kind]["points"][0]["at"] == 0 and len(memory[kind]["points"]) >= 2
+        assert all(row["rss_kb"] > 0 for row in memory[kind]["points"])
+        assert memory["bare"][kind]["rss_kb"] > 0
+
+
+def test_event_stream_is_seeded_whole_tasks_of_decisions_outcomes_and_a_close() -> None:
+    first = list(event_stream(2 * (2 * STEPS_PER_TASK + 1), seed=3))
+    assert first == list(event_stream(2 * (2 * STEPS_PER_TASK + 1), seed=3))
+    events = [decode_event(value) for _, value in first]
+    decisions = [e for e in events if isinstance(e, DecisionEvent)]
+    closes = [e for e in events if isinstance(e, TaskClosedEvent)]
+    assert len(decisions) == 2 * STEPS_PER_TASK and len(closes) == 2
+    for decision in decisions:
+        assert abs(sum(decision.pmf) - 1) < 1e-9
+        assert decision.propensity == decision.pmf[decision.chosen_index]
+        assert len(decision.action_features) == len(decision.actions)
+    assert closes[0].decision_ids == [d.decision_id for d in decisions[:STEPS_PER_TASK]]
+
+
+def test_targets_report_miss_factors_and_extrapolation_uses_the_last_two_points() -> None:
+    results = {
+        "http": {"router": {"light": {"p99_ms": 10.0}}, "throughput_ratio": 0.25},
+        "learner": {"learner": {"events_per_s_steady": 20_000.0}},
+        "policy_delay": {"median_s": 2.0, "max_s": 20.0},
+    }
+    verdicts = {t["target"]: t for t in targets(results)}
+    assert verdicts["decision p99 at 200/s (ms)"]["miss_factor"] == 2.0
+    assert verdicts["peak throughput / baseline"]["miss_factor"] == 2.0
+    assert verdicts["learner events/s (steady)"]["met"]
+    assert verdicts["outcome-to-policy max (s)"]["miss_factor"] == 2.0
+    rows = [{"at": 0, "rss_kb": 100}, {"at": 1_000, "rss_kb": 200}, {"at": 2_000, "rss_kb": 300}]
+    assert _extrapolate(rows) == 100_100
+    assert _extrapolate(rows[:1]) is None

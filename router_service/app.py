@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -85,16 +85,10 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def _expire_reservations(state: RouterState) -> None:
-    """Book reservations no outcome settled in time at their estimate."""
-    log = logging.getLogger("budget_router.ledger")
+    """Book overdue reservations at their estimate; forget tasks closed long enough ago."""
     while True:
         await asyncio.sleep(state.settings.expiry_sweep_seconds)
-        for settlement in state.ledger.expire():
-            r = settlement.reservation
-            log.warning(
-                "reservation expired",
-                extra={"decision_id": r.decision_id, "task_id": r.task_id, "dollars": r.dollars},
-            )
+        state.sweep(time.monotonic())
 
 
 async def _router_error(request: Request, exc: Exception) -> JSONResponse:

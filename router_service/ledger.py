@@ -143,6 +143,7 @@ class Ledger(Protocol):
     def close(self, task_id: str) -> LedgerView: ...
     def view(self, task_id: str) -> LedgerView: ...
     def expire(self) -> list[Settlement]: ...
+    def forget(self, task_id: str) -> None: ...
 
 
 class LedgerTransaction(Protocol):
@@ -302,6 +303,12 @@ class InMemoryLedger:
                 raise Conflict(f"task {task_id!r} is already closed", field="task_id")
             books.closed = True
             return books.view()
+
+    def forget(self, task_id: str) -> None:
+        """Drop a closed task's books (after the retention period)."""
+        with self._registry_lock:
+            self._books.pop(task_id, None)
+            self._locks.pop(task_id, None)
 
     def view(self, task_id: str) -> LedgerView:
         books, lock = self._get(task_id)

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(1.0, gt=0, description="how often to look for new models")
     governor: GovernorSettings = GovernorSettings()
     expiry_sweep_seconds: float = Field(5.0, gt=0)
+    closed_task_retention_seconds: float = Field(
+        3600.0, ge=0, description="how long a closed task stays readable (late outcomes settle)"
+    )
     prior_examples_per_kind: int = Field(30, ge=0)
 
     @field_validator("catalog_path", "policy_model_path", "trust_policy_path")

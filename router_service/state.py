@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from router_service.trust import TrustPolicies
 if TYPE_CHECKING:
     from router_service.policy_refresh import PolicyRefresher
 
+log = logging.getLogger("budget_router.ledger")
 SPOOL_FILE = "spool.sqlite3"
 API_KEYS_FILE = "api_keys.json"
 
@@ -86,6 +88,17 @@ class RouterState:
             "learner_events": learner.get("consumed"),
             "spool_depth": self.publisher.depth,
         }
+
+    def sweep(self, now: float) -> None:
+        """Book overdue reservations at their estimate; forget long-closed tasks."""
+        for settlement in self.ledger.expire():
+            r = settlement.reservation
+            log.warning(
+                "reservation expired",
+                extra={"decision_id": r.decision_id, "task_id": r.task_id, "dollars": r.dollars},
+            )
+        for task_id in self.tasks.forget_closed(now - self.settings.closed_task_retention_seconds):
+            self.ledger.forget(task_id)
 
     def close(self) -> None:
         self.publisher.close()

@@ -35,6 +35,8 @@ class TaskRecord:
     task: Task
     decision_json: list[bytes] = field(default_factory=list)
     reserved_decisions: list[str] = field(default_factory=list)
+    decision_ids: list[str] = field(default_factory=list)
+    closed_at: float | None = None
 
     def decisions(self) -> list[Decision]:
         return [Decision.model_validate_json(raw) for raw in self.decision_json]
@@ -88,6 +90,7 @@ class TaskStore:
         with self._lock:
             record = self._tasks[decision.task_id]
             record.decision_json.append(raw)
+            record.decision_ids.append(decision.decision_id)
             if decision.reserved_dollars > 0:
                 record.reserved_decisions.append(decision.decision_id)
             self._decisions[decision.decision_id] = ref
@@ -100,8 +103,22 @@ class TaskStore:
             )
         return decision
 
-    def mark_closed(self, task_id: str) -> Task:
+    def mark_closed(self, task_id: str, now: float) -> Task:
         with self._lock:
             record = self.get(task_id)
             record.task = record.task.model_copy(update={"status": "closed"})
+            record.closed_at = now
             return record.task
+
+    def forget_closed(self, closed_before: float) -> list[str]:
+        """Drop tasks closed before ``closed_before`` (and their decisions); their ids."""
+        with self._lock:
+            gone = [
+                task_id
+                for task_id, record in self._tasks.items()
+                if record.closed_at is not None and record.closed_at < closed_before
+            ]
+            for task_id in gone:
+                for decision_id in self._tasks.pop(task_id).decision_ids:
+                    self._decisions.pop(decision_id, None)
+        return gone

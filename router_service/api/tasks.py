@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, status
 
 from router_service.auth import PrincipalDep, assert_domain_allowed, assert_task_visible
@@ -45,7 +47,7 @@ async def close_task(
     """End the task; it refuses new decisions, in-flight outcomes still settle."""
     record = visible_task(state, principal, task_id)
     ledger = state.ledger.close(task_id)
-    task = state.tasks.mark_closed(task_id)
+    task = state.tasks.mark_closed(task_id, time.monotonic())
     await state.publisher.publish_durable_async(
         TaskClosedEvent(
             task_id=task_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -178,3 +179,23 @@ def test_openapi_docs_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/tasks", "/v1/decide", "/v1/models"} <= set(paths)
+
+
+def test_closed_tasks_are_forgotten_after_the_retention_period(client: TestClient) -> None:
+    open_task(client, task_id="old")
+    decision = client.post("/v1/decide", json={"task_id": "old", "step": step()}).json()
+    client.post("/v1/tasks/old/close", json={"success": True, "quality": 1})
+    state = client.app.state.router  # type: ignore[attr-defined]
+    retention = state.settings.closed_task_retention_seconds
+    state.sweep(time.monotonic() + retention / 2)
+    assert client.get("/v1/tasks/old").status_code == 200
+    state.sweep(time.monotonic() + retention + 1)
+    assert client.get("/v1/tasks/old").status_code == 404
+    report = {
+        "decision_id": decision["decision_id"],
+        "success": True,
+        "quality": 1,
+        "input_tokens": 1,
+        "output_tokens": 1,
+    }
+    assert client.post("/v1/outcomes", json=report).status_code == 404

@@ -63,7 +63,7 @@ def price_candidates(
         estimate = model.token_cost(input_tokens, step.expected_output_tokens)
         if estimate is None:
             estimate = state.observed_costs.estimate(
-                model.id, step.type, input_tokens + step.expected_output_tokens
+                model.id, step.type, input_tokens, step.expected_output_tokens
             )
         grant, reservation, budget_reason = price_step(
             model,

@@ -71,7 +71,7 @@ def price_step(
     if token_room < expected_output:
         return 0, 0.0, f"needs {expected_output} output tokens, {room.output_tokens} left"
     if not model.priced:
-        estimate = observed.estimate(model.id, step_type, input_tokens + token_room)
+        estimate = observed.estimate(model.id, step_type, input_tokens, token_room)
         if estimate is None:
             estimate = settings.unpriced_step_cost
         if estimate > room.dollars:

@@ -44,7 +44,7 @@ async def report_outcome(
             )
     settlement = state.ledger.settle(body.decision_id, cost, body.input_tokens, output_tokens)
     state.observed_costs.record(
-        decision.model, decision.step_type, cost, body.input_tokens + output_tokens
+        decision.model, decision.step_type, cost, body.input_tokens, output_tokens
     )
     exceeded = output_tokens > decision.max_output_tokens or settlement.exceeded_reservation
     await state.publisher.publish_durable_async(

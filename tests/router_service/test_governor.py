@@ -302,9 +302,8 @@ def test_unpriced_model_needs_a_reported_cost_then_reserves_from_observations(
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "cost_dollars"
     report(client, first, cost_dollars=0.0004)
     second = decide(client, "t", candidates=local)
-    per_token = 0.0004 / (2000 + 300)
-    worst_tokens = 2000 + second["max_output_tokens"]
-    assert second["reserved_dollars"] == pytest.approx(per_token * worst_tokens * 1.25)
+    bound = 0.0004 / 2000 * 2000 + 0.0004 / 300 * second["max_output_tokens"]
+    assert second["reserved_dollars"] == pytest.approx(bound * 1.25)
 
 
 def test_closed_task_refuses_decisions_and_returns_final_ledger(client: TestClient) -> None:

@@ -168,7 +168,7 @@ def decide(
         ledger=after,
         created_at=datetime.now(UTC),
     )
-    if reserved == 0 or chosen is None or choice is None:
+    if plan.stop is not None or chosen is None or choice is None:
         return decision, None
     event = DecisionEvent(
         task_id=task.task_id,
@@ -205,13 +205,18 @@ class _ActionFeatures:
         self._rolling = rolling
         self._step_type = step_type
         self._domain = domain
+        self._built: dict[str, dict] = {}
 
     def of(self, candidate: Costed) -> dict:
-        recent = self._rolling.get((candidate.model.id, self._step_type, self._domain))
-        return {
-            **action_features(candidate.model, candidate.estimated_cost),
-            **recent_action_features(recent),
-        }
+        """Built once per candidate per decision (scoring and the logged event share them)."""
+        model_id = candidate.model.id
+        if model_id not in self._built:
+            recent = self._rolling.get((model_id, self._step_type, self._domain))
+            self._built[model_id] = {
+                **action_features(candidate.model, candidate.estimated_cost),
+                **recent_action_features(recent),
+            }
+        return self._built[model_id]
 
 
 def _draw(

@@ -34,7 +34,7 @@ class DecisionRef(NamedTuple):
 class TaskRecord:
     task: Task
     decision_json: list[bytes] = field(default_factory=list)
-    reserved_decisions: list[str] = field(default_factory=list)
+    step_decisions: list[str] = field(default_factory=list)
     decision_ids: list[str] = field(default_factory=list)
     closed_at: float | None = None
 
@@ -91,8 +91,8 @@ class TaskStore:
             record = self._tasks[decision.task_id]
             record.decision_json.append(raw)
             record.decision_ids.append(decision.decision_id)
-            if decision.reserved_dollars > 0:
-                record.reserved_decisions.append(decision.decision_id)
+            if decision.model is not None and decision.action != "require_confirmation":
+                record.step_decisions.append(decision.decision_id)
             self._decisions[decision.decision_id] = ref
 
     def decision(self, decision_id: str) -> DecisionRef:

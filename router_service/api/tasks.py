@@ -57,7 +57,7 @@ async def close_task(
             spent_dollars=ledger.spent_dollars + ledger.reserved_dollars,
             total_dollars=task.budget.total_dollars,
             steps=ledger.steps,
-            decision_ids=list(record.reserved_decisions),
+            decision_ids=list(record.step_decisions),
         )
     )
     state.activity.record_close(task, ledger)

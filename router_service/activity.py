@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router_service.schemas import Decision, LedgerView, OutcomeReport, Task
-from router_service.tasks import DecisionRef
+from router_service.tasks import DecisionRef, pack, unpack
 
 NO_MODEL = "(no model)"
 BUCKET_STEPS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
@@ -56,8 +55,11 @@ class DecisionRecord:
     outcome: OutcomeRecord | None = None
 
     @classmethod
-    def of(cls, decision: Decision, task: Task) -> DecisionRecord:
-        """Keep ``decision`` compactly: about 1 KB instead of the model's ~15 KB."""
+    def of(cls, decision: Decision, task: Task, packed: bytes | None = None) -> DecisionRecord:
+        """Keep ``decision`` compactly: about 1 KB instead of the model's ~15 KB.
+
+        ``packed`` is the decision's JSON compressed by :func:`pack`, when the caller has it.
+        """
         words = (decision.decision_id, decision.task_id, decision.model or NO_MODEL)
         words += (decision.action, task.trust_domain, decision.trust_domain.name)
         return cls(
@@ -74,16 +76,16 @@ class DecisionRecord:
             trust_domain=task.trust_domain,
             task_type=task.task_type,
             haystack=" ".join(words).lower(),
-            payload=zlib.compress(decision.model_dump_json().encode(), 1),
+            payload=packed if packed is not None else pack(decision.model_dump_json().encode()),
         )
 
     def decision_json(self) -> dict[str, Any]:
         """The decision exactly as the decide endpoint returned it."""
-        return json.loads(zlib.decompress(self.payload))
+        return json.loads(unpack(self.payload))
 
     def load(self) -> Decision:
         """The decision as a ``Decision`` model."""
-        return Decision.model_validate_json(zlib.decompress(self.payload))
+        return Decision.model_validate_json(unpack(self.payload))
 
 
 @dataclass
@@ -135,9 +137,9 @@ class ActivityLog:
         self._tasks: OrderedDict[str, TaskSpend] = OrderedDict()
         self._outcomes = 0
 
-    def record_decision(self, decision: Decision, task: Task) -> None:
+    def record_decision(self, decision: Decision, task: Task, packed: bytes | None = None) -> None:
         """Log a decision and take the task's books from the ledger view it carries."""
-        record = DecisionRecord.of(decision, task)
+        record = DecisionRecord.of(decision, task, packed)
         with self._lock:
             if len(self._records) >= self.max_decisions:
                 evicted = self._records.popleft()

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     governor: GovernorSettings = GovernorSettings()
     expiry_sweep_seconds: float = Field(5.0, gt=0)
     closed_task_retention_seconds: float = Field(
-        3600.0, ge=0, description="how long a closed task stays readable (late outcomes settle)"
+        300.0, ge=0, description="how long a closed task stays readable (late outcomes settle)"
     )
     prior_examples_per_kind: int = Field(30, ge=0)
 

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import threading
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 from router_service.errors import Conflict, NotFound
 from router_service.schemas import Decision, Task, TaskCreate
+
+
+def pack(decision_json: bytes) -> bytes:
+    """A decision's JSON, compressed for keeping in memory (fast level: it is on the hot path)."""
+    return zlib.compress(decision_json, 1)
+
+
+def unpack(packed: bytes) -> bytes:
+    return zlib.decompress(packed)
 
 
 class DecisionRef(NamedTuple):
@@ -33,13 +43,13 @@ class DecisionRef(NamedTuple):
 @dataclass
 class TaskRecord:
     task: Task
-    decision_json: list[bytes] = field(default_factory=list)
+    packed_decisions: list[bytes] = field(default_factory=list)
     step_decisions: list[str] = field(default_factory=list)
     decision_ids: list[str] = field(default_factory=list)
     closed_at: float | None = None
 
     def decisions(self) -> list[Decision]:
-        return [Decision.model_validate_json(raw) for raw in self.decision_json]
+        return [Decision.model_validate_json(unpack(packed)) for packed in self.packed_decisions]
 
 
 class TaskStore:
@@ -75,7 +85,8 @@ class TaskStore:
             raise NotFound(f"unknown task {task_id!r}", field="task_id", value=task_id)
         return record
 
-    def add_decision(self, decision: Decision) -> None:
+    def add_decision(self, decision: Decision, packed: bytes) -> None:
+        """Keep a decision: ``packed`` is its JSON as :func:`pack` made."""
         ref = DecisionRef(
             decision.decision_id,
             decision.task_id,
@@ -86,10 +97,9 @@ class TaskStore:
             decision.max_output_tokens,
             decision.reserved_dollars,
         )
-        raw = decision.model_dump_json().encode()
         with self._lock:
             record = self._tasks[decision.task_id]
-            record.decision_json.append(raw)
+            record.packed_decisions.append(packed)
             record.decision_ids.append(decision.decision_id)
             if decision.model is not None and decision.action != "require_confirmation":
                 record.step_decisions.append(decision.decision_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from router_service.api.tasks import visible_task
 from router_service.auth import PrincipalDep
@@ -13,22 +13,25 @@ from router_service.decider import decide
 from router_service.deps import StateDep
 from router_service.errors import Conflict
 from router_service.schemas import DecideRequest, Decision
+from router_service.tasks import pack
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger("budget_router.decisions")
 
 
-@router.post("/decide")
-async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequest) -> Decision:
+@router.post("/decide", response_model=Decision)
+async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequest) -> Response:
     started = time.perf_counter()
     record = visible_task(state, principal, body.task_id)
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
     decision, event = decide(body, record.task, state)
-    state.tasks.add_decision(decision)
+    body_json = decision.model_dump_json().encode()
+    packed = pack(body_json)
+    state.tasks.add_decision(decision, packed)
     if event is not None:
         state.publisher.publish(event)
-    state.activity.record_decision(decision, record.task)
+    state.activity.record_decision(decision, record.task, packed)
     state.metrics.observe_decision(decision, time.perf_counter() - started)
     log.info(
         "decision",
@@ -40,4 +43,4 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
             "propensity": decision.propensity,
         },
     )
-    return decision
+    return Response(body_json, media_type="application/json")  # serialised once, above

@@ -36,7 +36,7 @@ test: lint browser
 	$(BIN)/python -m pytest
 
 bench: venv
-	$(BIN)/python -m bench.decision_latency --out docs/benchmarks/decision_latency.md
+	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

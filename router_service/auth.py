@@ -204,7 +204,7 @@ def bootstrap_admin(store: ApiKeyStore, env_admin_key: str | None) -> str | None
     return store.create_key("admin", ["*"], admin=True)
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller of ``request`` from ``Authorization: Bearer KEY``; 401 otherwise."""
     header = request.headers.get("authorization")
     if header is None:
@@ -224,7 +224,7 @@ def get_principal(request: Request) -> Principal:
     return principal
 
 
-def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     """The caller, who must hold an admin key; 403 otherwise."""
     if not principal.admin:
         raise Forbidden(f"tenant {principal.tenant!r}: this operation needs an admin key")

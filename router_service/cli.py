@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    configure_json_logging(logging.INFO)
+    configure_json_logging(logging.INFO, background=True)
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.handler(args)
 

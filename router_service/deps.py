@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from router_service.state import RouterState
 
 
-def get_state(request: Request) -> RouterState:
+async def get_state(request: Request) -> RouterState:
     return request.app.state.router
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from collections.abc import Callable
@@ -155,12 +158,38 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler ``configure_json_logging`` installed, so a second call replaces it."""
 
 
-def configure_json_logging(level: int | str = logging.INFO, stream: IO[str] | None = None) -> None:
-    """Send the root logger's records as JSON lines to ``stream`` (stderr by default)."""
+class _Handoff(logging.handlers.QueueHandler):
+    """Queues records unformatted: formatting and writing happen on the listener's thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def configure_json_logging(
+    level: int | str = logging.INFO, stream: IO[str] | None = None, *, background: bool = False
+) -> logging.handlers.QueueListener | None:
+    """Send the root logger's records as JSON lines to ``stream`` (stderr by default).
+
+    With ``background``, a listener thread formats and writes them, so a request never waits
+    for its log line; the returned listener's ``stop()`` flushes what is queued.
+    """
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, _JsonHandler)]:
+    for handler in [h for h in root.handlers if isinstance(h, _JsonHandler | _Handoff)]:
         root.removeHandler(handler)
     handler = _JsonHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonLogFormatter())
-    root.addHandler(handler)
     root.setLevel(level)
+    if not background:
+        root.addHandler(handler)
+        return None
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    root.addHandler(_Handoff(records))
+    listener.start()
+    atexit.register(_stop_if_running, listener)
+    return listener
+
+
+def _stop_if_running(listener: logging.handlers.QueueListener) -> None:
+    if listener._thread is not None:  # stop() twice would fail
+        listener.stop()

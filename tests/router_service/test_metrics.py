@@ -174,3 +174,21 @@ def test_configure_json_logging_replaces_its_own_handler() -> None:
         root.setLevel(level)
     assert first.getvalue() == ""
     assert json.loads(second.getvalue())["task_id"] == "t-1"
+
+
+def test_background_json_logging_writes_every_line_by_stop() -> None:
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    out = io.StringIO()
+    try:
+        listener = configure_json_logging(logging.INFO, stream=out, background=True)
+        assert listener is not None
+        for n in range(50):
+            logging.getLogger("budget_router.x").info("decision", extra={"decision_id": f"d{n}"})
+        listener.stop()
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["decision_id"] for line in lines] == [f"d{n}" for n in range(50)]

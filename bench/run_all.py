@@ -74,8 +74,8 @@ def routing_headline(document: dict[str, Any]) -> dict[str, Any]:
         if result.get("live"):
             rows.append(("learned router, live through the service", result["live"]))
         for label, name in (
-            (f"strongest: {result['strong']}", result["strong"]),
-            (f"weakest: {result['weak']}", result["weak"]),
+            (f"strong model: {result['strong']}", result["strong"]),
+            (f"weak model: {result['weak']}", result["weak"]),
             ("random (expected)", "random (expected)"),
             ("oracle", "oracle"),
         ):
@@ -134,7 +134,7 @@ def _routing_md(headline: dict[str, Any], stem: str) -> list[str]:
         ]
         aiq = ", ".join(f"{k} {v:.3f}" for k, v in table["aiq"].items() if k != "cost_range")
         lines += ["", f"AIQ (area under the cost-accuracy frontier): {aiq}.", ""]
-    return lines
+    return lines[:-1]
 
 
 def _agent_md(headline: dict[str, Any], stem: str) -> list[str]:
@@ -150,7 +150,7 @@ def _agent_md(headline: dict[str, Any], stem: str) -> list[str]:
             f"{s['mean_budget_used']:.0%} | {s['overshoot_tasks']} | {s['aborts']} | "
             f"{s['http_errors']} |"
         )
-    return [*lines, ""]
+    return lines
 
 
 def _perf_md(headline: dict[str, Any], stem: str) -> list[str]:
@@ -168,7 +168,7 @@ def _perf_md(headline: dict[str, Any], stem: str) -> list[str]:
             f"{m['rss_kb'] / 1024:.1f} MB; bare interpreter with the same imports "
             f"{m['bare_rss_kb'] / 1024:.1f} MB."
         )
-    return [*lines, ""]
+    return lines
 
 
 RENDERERS = {"routing_quality": _routing_md, "agent_workload": _agent_md, "service_perf": _perf_md}
@@ -211,6 +211,13 @@ def write_summary(
             f"{meta.get('date')} | {meta.get('code')} | {meta['machine'].get('load')} | "
             f"{meta.get('wall_s')} | [{part.stem}.md](benchmarks/{part.stem}.md) |"
         )
+    if reused:
+        lines += [
+            "",
+            "Parts marked reused were not rerun by this command: their numbers come from the "
+            "run in their row (its own command, date, code and load). `python -m bench.run_all` "
+            "without `--reuse` reruns every part.",
+        ]
     for part in PARTS:
         if part.name not in documents:
             continue

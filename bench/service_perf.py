@@ -483,16 +483,17 @@ def _router_child(data_dir: Path, points: list[int], seed: int) -> None:
         body = TaskCreate.model_validate_json(task_body(task_id, rng))
         await open_task(state, principal, body)
         for step in task_steps(task_id, AGENT_STEPS, rng):
-            decision = await decide_step(state, principal, DecideRequest.model_validate_json(step))
+            answer = await decide_step(state, principal, DecideRequest.model_validate_json(step))
             decided += 1
-            if decision.model is not None:
+            decision = _fields(answer)
+            if decision["model"] is not None:
                 report = OutcomeReport(
-                    decision_id=decision.decision_id,
+                    decision_id=decision["decision_id"],
                     success=rng.random() < 0.8,
                     quality=round(rng.random(), 3),
-                    input_tokens=decision.max_input_tokens,
-                    output_tokens=decision.max_output_tokens // 2,
-                    cost_dollars=decision.reserved_dollars / 2,
+                    input_tokens=decision["max_input_tokens"],
+                    output_tokens=decision["max_output_tokens"] // 2,
+                    cost_dollars=decision["reserved_dollars"] / 2,
                 )
                 await report_outcome(state, principal, report)
         await close_task(state, principal, task_id, CloseRequest(success=True, quality=0.8))
@@ -508,6 +509,12 @@ def _router_child(data_dir: Path, points: list[int], seed: int) -> None:
 
     asyncio.run(drive())
     state.close()
+
+
+def _fields(answer: Any) -> dict[str, Any]:
+    """An endpoint's answer as a dict: a JSON ``Response`` body or a pydantic model."""
+    body = getattr(answer, "body", None)
+    return json.loads(body) if body is not None else answer.model_dump()  # type: ignore[no-any-return]
 
 
 def _learner_child(data_dir: Path, points: list[int], seed: int) -> None:

@@ -443,8 +443,9 @@ one model did not fit what was left (then the router chose among all models).
 
 {verdict}
 
-Overshoot on a self-hosted (unpriced) model is possible: the governor can only reserve an
-observed or default cost for it, while this simulator bills it at {unpriced}'s prices.
+The self-hosted (unpriced) model is billed at {unpriced}'s prices here; the governor reserves
+for it an upper bound from the per-input and per-output token costs it has observed (a
+default before the first outcome), which covers linear pricing whatever the step's mix.
 """
 
 

@@ -26,6 +26,7 @@ from router_service.champion import open_registry, registered_version
 from router_service.policy import policy_version
 from router_service.policy_refresh import rolling_features_path
 from router_service.settings import Settings
+from router_service.trust import TrustPolicies
 
 LINEAGE_FILE = "learner_lineage.json"
 CHAMPION_CHECK_SECONDS = 5.0
@@ -111,4 +112,11 @@ def run_online_learner(
         router_settings=settings,
         store=store,
         on_model_updated=publishing_hook(settings, store),
+        cost_weight=domain_cost_weights(settings),
     )
+
+
+def domain_cost_weights(settings: Settings) -> Callable[[str], float]:
+    """Each trust domain's ``cost_weight`` from the router's trust policy file."""
+    policies = TrustPolicies(settings.trust_policy_path)
+    return lambda domain: policies.resolve(domain).policy.cost_weight

@@ -44,6 +44,10 @@ class FeatureStore(Protocol):
     def write_events(self, events: Sequence[AnyEvent]) -> object: ...
 
 
+def _unit_weight(domain: str) -> float:
+    return 1.0
+
+
 class NoStore:
     """A feature store that keeps nothing, for when none is configured."""
 
@@ -97,6 +101,8 @@ class Learner:
             settings.lambda_initial, settings.lambda_step, settings.spend_target_ratio
         )
         self.model = model
+        self.cost_weight: Callable[[str], float] = _unit_weight
+        """A trust domain's multiplier of its budget price (its policy's ``cost_weight``)."""
         self.positions: dict[int, int] = {}
         self.counters: Counter[str] = Counter()
         self.snapshot = 0
@@ -179,7 +185,8 @@ class Learner:
     def _apply(self, signal: Signal) -> None:
         if isinstance(signal, LearnStep):
             decision = signal.decision
-            price = self.allocator.price(decision.trust_domain)
+            domain = decision.trust_domain
+            price = self.allocator.price(domain) * self.cost_weight(domain)
             reward = self.shaper.step_reward(decision, signal.outcome, signal.task, price)
             self._learn(decision.shared_features, decision.action_features, decision, reward)
             self.counters["learned_steps"] += 1
@@ -338,6 +345,7 @@ def run_learner(
     router_settings: Any = None,
     store: FeatureStore | None = None,
     on_model_updated: ModelUpdatedHook | None = None,
+    cost_weight: Callable[[str], float] | None = None,
 ) -> Learner:
     """Connect to the broker, resume, and learn until ``stop`` is set."""
     from router_service.embedded_broker import ensure_topics
@@ -351,6 +359,8 @@ def run_learner(
         store=store if store is not None else default_store(settings),
         on_model_updated=on_model_updated,
     )
+    if cost_weight is not None:
+        learner.cost_weight = cost_weight
     consumer = EventConsumer(settings, learner.positions)
     log.info("learner resuming at offsets %s of %s", learner.positions, settings.topic)
     try:

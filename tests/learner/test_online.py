@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from learner.online import Lineage
+from learner.online import Lineage, domain_cost_weights
 from learner.registry import ModelRegistry
 from router_service.settings import Settings
 from tests.router_service.test_champion import register
@@ -26,3 +26,10 @@ def test_lineage_follows_promotions_and_survives_a_restart(tmp_path: Path) -> No
     assert restarted.base_version == f"mlflow:{first}"
     assert restarted.moved_champion() is not None
     assert restarted.base_version == f"mlflow:{second}"
+
+
+def test_domain_cost_weights_come_from_the_trust_policy(tmp_path: Path) -> None:
+    weights = domain_cost_weights(Settings(data_dir=tmp_path / "var"))
+    assert weights("internal-eng") == 2.0
+    assert weights("customer-finance") == 0.5
+    assert weights("unknown-domain") == 1.0

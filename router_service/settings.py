@@ -73,7 +73,6 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="fixes the admin API key (else one is generated and printed once)"
     )
-    json_logs: bool = True
     kafka: KafkaSettings = KafkaSettings()
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"

@@ -691,8 +691,7 @@ PROTOCOL = """\
   `correct - lambda x cost / total_dollars`, the learner's formula. It is passed to router and
   learner as `BUDGET_ROUTER_POLICY_MODEL_PATH` / `BUDGET_ROUTER_LEARNER_MODEL_PATH`. The
   online numbers are therefore warm-started, not cold.
-- Live: `bench/stack.py` starts `budget-router up` (broker + learner + router on one data dir;
-  falls back to broker + `serve` + `python -m learner` on an older CLI) with
+- Live: `bench/stack.py` starts `budget-router up` (broker + learner + router on one data dir) with
   `BUDGET_ROUTER_LEARNER_LAMBDA_INITIAL` = lambda and `BUDGET_ROUTER_LEARNER_LAMBDA_STEP=0`.
   Per test prompt, in a seeded order: `POST /v1/tasks` (trust domain `bench`, budget
   ${task}, no reserves), `POST /v1/decide` (kind `execution`, type = eval name, input tokens =

@@ -230,7 +230,7 @@ def event_stream(count: int, seed: int) -> Iterator[tuple[bytes, bytes]]:
 def http_part(config: PerfConfig, work: Path) -> dict[str, Any]:
     """bench.decision_latency's phases against ``budget-router up``, then the baseline app."""
     stack_config = StackConfig(data_dir=work / "http-stack", seed=config.seed)
-    with full_stack(stack_config, use_up=True) as stack:
+    with full_stack(stack_config) as stack:
         router = run(measure_router(stack.port, config.latency))
         learner = stack.wait_learned(0, timeout_s=0.0)
         deadline = time.monotonic() + 20
@@ -403,7 +403,7 @@ def policy_delay_part(config: PerfConfig, work: Path) -> dict[str, Any]:
     )
     rng = random.Random(config.seed)
     delays: list[float] = []
-    with full_stack(stack_config, use_up=True) as stack, stack.client() as client:
+    with full_stack(stack_config) as stack, stack.client() as client:
         for n in range(config.policy_repeats):
             task_id = f"delay-{n}"
             client.post(

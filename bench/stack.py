@@ -1,10 +1,7 @@
 """A full stack for benchmarks: Kafka-protocol broker, router and learner on one data dir.
 
-``budget-router up`` starts all three when the installed CLI has it; until then the stack
-starts an :class:`~router_service.embedded_broker.EmbeddedBroker`, ``budget-router serve``
-with ``BUDGET_ROUTER_KAFKA__BOOTSTRAP_SERVERS`` pointing at it, and ``python -m learner``,
-every process sharing the same ``--data-dir`` and the same environment (catalog, seed,
-lambda). The benchmark talks to the router over HTTP only.
+``budget-router up`` starts all three on the same ``--data-dir`` and the same environment
+(catalog, seed, lambda). The benchmark talks to the router over HTTP only.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from bench import BENCH_ADMIN_KEY, REPO_ROOT, BenchError, server_process
+from bench import BENCH_ADMIN_KEY, server_process
 from learner.service import read_status
-from router_service.embedded_broker import EmbeddedBroker, free_port
+from router_service.embedded_broker import free_port
 
 # Consumer-group joins take ~5 s with kafka-python's defaults, ~1 s with these.
 FAST_CONSUMER_ENV = {
@@ -80,7 +76,6 @@ class RunningStack:
     port: int
     data_dir: Path
     mode: str
-    bootstrap: str | None
     api_key: str
 
     @property
@@ -109,15 +104,6 @@ class RunningStack:
         return status
 
 
-def cli_has_up() -> bool:
-    """Whether the installed ``budget-router`` CLI offers the ``up`` command yet."""
-    script = Path(sys.executable).parent / "budget-router"
-    result = subprocess.run(
-        [str(script), "--help"], capture_output=True, text=True, check=False, cwd=REPO_ROOT
-    )
-    return "up" in result.stdout.split("{", 1)[-1].split("}", 1)[0].split(",")
-
-
 @contextlib.contextmanager
 def _env(extra: dict[str, str]) -> Iterator[None]:
     """Set environment variables for child processes started inside the block."""
@@ -134,68 +120,21 @@ def _env(extra: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _learner(bootstrap: str, config: StackConfig, log_path: Path) -> Iterator[None]:
-    command = [
-        sys.executable,
-        "-m",
-        "learner",
-        "--data-dir",
-        str(config.data_dir),
-        "--bootstrap-servers",
-        bootstrap,
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    if process.returncode not in (0, -15):
-        tail = log_path.read_text(errors="replace")[-1500:]
-        raise BenchError(f"learner exited with code {process.returncode}; log {log_path}:\n{tail}")
-
-
-@contextlib.contextmanager
-def full_stack(config: StackConfig, use_up: bool | None = None) -> Iterator[RunningStack]:
-    """Broker + router + learner sharing ``config.data_dir``, until the block ends."""
+def full_stack(config: StackConfig) -> Iterator[RunningStack]:
+    """``budget-router up`` (broker + router + learner) on ``config.data_dir``, for the block."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     script = str(Path(sys.executable).parent / "budget-router")
     port = free_port()
-    use_up = cli_has_up() if use_up is None else use_up
-    with contextlib.ExitStack() as stack:
-        if use_up:
-            stack.enter_context(_env(config.env()))
-            stack.enter_context(
-                server_process(
-                    [script, "up", "--port", str(port), "--data-dir", str(config.data_dir)],
-                    port,
-                    config.data_dir / "stack.log",
-                    ready_timeout_s=60.0,
-                )
-            )
-            yield RunningStack(port, config.data_dir, "budget-router up", None, config.api_key)
-            return
-        broker = EmbeddedBroker(log_path=config.data_dir / "broker.log").start()
-        stack.callback(broker.stop)
-        env = {**config.env(), "BUDGET_ROUTER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}
-        stack.enter_context(_env(env))
-        stack.enter_context(
-            server_process(
-                [script, "serve", "--port", str(port), "--data-dir", str(config.data_dir)],
-                port,
-                config.data_dir / "router.log",
-                ready_timeout_s=60.0,
-            )
-        )
-        stack.enter_context(_learner(broker.bootstrap, config, config.data_dir / "learner.log"))
-        yield RunningStack(
-            port, config.data_dir, "broker + serve + learner", broker.bootstrap, config.api_key
-        )
+    with (
+        _env(config.env()),
+        server_process(
+            [script, "up", "--port", str(port), "--data-dir", str(config.data_dir)],
+            port,
+            config.data_dir / "stack.log",
+            ready_timeout_s=60.0,
+        ),
+    ):
+        yield RunningStack(port, config.data_dir, "budget-router up", config.api_key)
 
 
 def write_catalog(path: Path, models: list[dict[str, Any]]) -> Path:

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
 
+from router_service.embedded_broker import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,12 +65,7 @@ def server_process(
             _wait_ready(process, port, log_path, ready_timeout_s)
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=10)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s: float) -> None:

@@ -14,6 +14,22 @@ from pathlib import Path
 from router_service.errors import Unavailable
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGTERM ``process`` and wait; SIGKILL it if it is still there after ``timeout``.
+
+    Returns True when it stopped on its own.
+    """
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,12 +90,7 @@ class EmbeddedBroker:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process, timeout=10)
         self._process = None
 
     def __enter__(self) -> EmbeddedBroker:

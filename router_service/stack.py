@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from router_service.embedded_broker import EmbeddedBroker, ensure_topics
+from router_service.embedded_broker import EmbeddedBroker, ensure_topics, stop_process
 from router_service.settings import Settings
 
 log = logging.getLogger("budget_router.stack")
@@ -67,14 +67,8 @@ class Stack:
 
     def stop(self) -> None:
         for name, child in reversed(self.children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-                try:
-                    child.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in 15 s; killing it", name)
-                    child.kill()
-                    child.wait()
+            if not stop_process(child, timeout=15):
+                log.warning("%s did not stop in 15 s; killed it", name)
         if self.broker is not None:
             self.broker.stop()
 

@@ -118,7 +118,7 @@ def decide(
         drawn_from: list[Costed] = []
         if plan.stop is None:
             drawn_from, choice = _draw(
-                plan, candidates, request, books, task, shared, policy, features, state
+                plan, candidates, request, books, task, shared, policy, features, domain, state
             )
             chosen = drawn_from[choice.index]
             finish(plan, chosen, request, books, domain.policy, state.governor)
@@ -228,10 +228,10 @@ def _draw(
     shared: dict,
     policy: RoutingPolicy,
     features: _ActionFeatures,
+    domain: ResolvedDomain,
     state: RouterState,
 ) -> tuple[list[Costed], Choice]:
     """The policy's preference over eligible models, reshaped by budget, then one draw."""
-    domain = state.trust.resolve(task.trust_domain).policy
     eligible = [c for c in candidates if c.eligible]
     preference = policy.pmf(shared, [features.of(c) for c in eligible])
     preferred = eligible[max(range(len(eligible)), key=preference.__getitem__)]
@@ -242,7 +242,7 @@ def _draw(
         pmf = preference
     else:
         pmf = policy.pmf(shared, [features.of(c) for c in drawn_from])
-    return drawn_from, policy.sample(pmf, domain.max_exploration)
+    return drawn_from, policy.sample(pmf, domain.policy.max_exploration)
 
 
 def _alternatives(

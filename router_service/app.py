@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,8 @@ from router_service.policy_refresh import PolicyRefresher
 from router_service.settings import Settings
 from router_service.state import RouterState
 
+SWITCH_INTERVAL_S = 0.0005
+
 
 def create_app(settings: Settings) -> FastAPI:
     """A router app for ``settings``; resources are built when the app starts."""
@@ -59,6 +62,9 @@ def create_app(settings: Settings) -> FastAPI:
         sweeper = asyncio.create_task(_expire_reservations(state))
         gc.collect()
         gc.freeze()  # start-up objects never need collecting: keeps collection pauses short
+        # Background threads (spool, delivery, refresh, logs) give the GIL back to the event
+        # loop within 0.5 ms instead of CPython's default 5 ms: bounds their cost to a request.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             yield
         finally:

@@ -6,13 +6,12 @@ reads is still there when the reservation is committed.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 from feature_store.snapshot import RollingFeature, recent_action_features
 from router_service.catalog import ModelSpec
 from router_service.errors import InvalidRequest
-from router_service.events import DecisionEvent
+from router_service.events import DecisionEvent, new_event_id
 from router_service.features import action_features, shared_features
 from router_service.governor import (
     Costed,
@@ -105,7 +104,7 @@ def decide(
         tags=task.tags,
         context=request.context,
     )
-    decision_id = f"dec_{uuid.uuid4().hex}"
+    decision_id = f"dec_{new_event_id()}"
     with state.ledger.transaction(task.task_id) as txn:
         books = txn.books
         before = books.view()
@@ -144,7 +143,7 @@ def decide(
     if choice is not None:
         probabilities = {c.model.id: p for c, p in zip(drawn_from, choice.pmf, strict=True)}
     served = chosen if plan.stop is None or plan.stop == "require_confirmation" else None
-    decision = Decision(
+    decision = Decision.model_construct(  # every part is already valid: skip validation
         decision_id=decision_id,
         task_id=task.task_id,
         model=served.model.id if served else None,
@@ -158,7 +157,7 @@ def decide(
         reserved_dollars=reserved,
         policy_version=policy.version,
         exploration=policy.describe_exploration(),
-        trust_domain=TrustDomainUsed(
+        trust_domain=TrustDomainUsed.model_construct(
             name=domain.name, fallback=domain.fallback, policy_version=domain.version
         ),
         step=request.step,
@@ -255,7 +254,7 @@ def _alternatives(
         if reason is None and c.model.id not in considered and drawn_from:
             reason = "set aside by the governor's rule"
         result.append(
-            Alternative(
+            Alternative.model_construct(
                 model=c.model.id,
                 probability=probabilities.get(c.model.id, 0.0),
                 estimated_cost_dollars=c.estimated_cost,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import logging.handlers
-import queue
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -158,20 +158,58 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler ``configure_json_logging`` installed, so a second call replaces it."""
 
 
-class _Handoff(logging.handlers.QueueHandler):
-    """Queues records unformatted: formatting and writing happen on the listener's thread."""
+class _Handoff(logging.Handler):
+    """Keeps records unformatted in a deque: no lock handoff or thread wake-up per record."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+    def __init__(self, records: deque[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)  # deque.append is atomic: no handler lock needed
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class BackgroundLogWriter:
+    """Formats and writes queued records on its own thread, a batch every ``interval`` s."""
+
+    def __init__(self, handler: logging.Handler, interval: float = 0.05) -> None:
+        self.records: deque[logging.LogRecord] = deque()
+        self._handler = handler
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="json-log-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write every queued record, then stop; safe to call twice."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._drain()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._drain()
+
+    def _drain(self) -> None:
+        records = self.records
+        while records:
+            self._handler.handle(records.popleft())
 
 
 def configure_json_logging(
     level: int | str = logging.INFO, stream: IO[str] | None = None, *, background: bool = False
-) -> logging.handlers.QueueListener | None:
+) -> BackgroundLogWriter | None:
     """Send the root logger's records as JSON lines to ``stream`` (stderr by default).
 
-    With ``background``, a listener thread formats and writes them, so a request never waits
-    for its log line; the returned listener's ``stop()`` flushes what is queued.
+    With ``background``, a writer thread formats and writes them in batches, so a request
+    never waits for its log line nor wakes a thread; the writer's ``stop()`` flushes the rest.
     """
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _JsonHandler | _Handoff)]:
@@ -182,14 +220,8 @@ def configure_json_logging(
     if not background:
         root.addHandler(handler)
         return None
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler)
-    root.addHandler(_Handoff(records))
-    listener.start()
-    atexit.register(_stop_if_running, listener)
-    return listener
-
-
-def _stop_if_running(listener: logging.handlers.QueueListener) -> None:
-    if listener._thread is not None:  # stop() twice would fail
-        listener.stop()
+    writer = BackgroundLogWriter(handler)
+    root.addHandler(_Handoff(writer.records))
+    writer.start()
+    atexit.register(writer.stop)
+    return writer

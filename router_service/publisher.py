@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -21,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from router_service.embedded_broker import ensure_topics
 from router_service.errors import RouterError
@@ -41,18 +41,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAX_COMMIT = 1_000  # events per spool transaction (one fsync)
+_LINGER_S = 0.02  # how long decision events may wait to share a transaction
+# librdkafka (confluent-kafka) delivers from its own C threads: the serving process's GIL is
+# not spent on batching, checksums and sockets, as it was with a pure-Python producer.
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
-    "enable_idempotence": True,
-    # One request in flight per connection: a retried batch can never overtake a later one.
-    "max_in_flight_requests_per_connection": 1,
-    "linger_ms": 5,
-    "request_timeout_ms": 3_000,
-    "delivery_timeout_ms": 8_000,
-    "max_block_ms": 5_000,
-    "bootstrap_timeout_ms": 1_000,
-    "reconnect_backoff_max_ms": 1_000,
-    "client_id": "budget-router",
+    # Idempotence keeps order across retries and with several requests in flight.
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "request.timeout.ms": 3_000,
+    "message.timeout.ms": 8_000,
+    "socket.timeout.ms": 3_000,
+    "reconnect.backoff.max.ms": 1_000,
+    "client.id": "budget-router",
 }
 
 
@@ -138,6 +139,15 @@ def _settle(future: Future[None] | None, error: BaseException | None = None) -> 
             future.set_exception(error)
 
 
+def _discard(producer: Producer) -> None:
+    """Drop what a broken producer still holds (the spool keeps it) and let it go."""
+    try:
+        producer.purge()
+        producer.flush(0)
+    except Exception as exc:  # closing a broken client must not stop the loop
+        logger.debug("ignoring error while closing the producer: %r", exc)
+
+
 @dataclass(slots=True)
 class _Queued:
     event: EventBase
@@ -169,7 +179,7 @@ class KafkaEventPublisher:
         self._durable_timeout = durable_timeout
         self._backoff_min, self._backoff_max = backoff
         self._producer_config = {**_PRODUCER_DEFAULTS, **(producer_config or {})}
-        self._producer: KafkaProducer | None = None
+        self._producer: Producer | None = None
 
         self._cond = threading.Condition()
         self._queue: deque[_Queued] = deque()
@@ -248,9 +258,11 @@ class KafkaEventPublisher:
         with self._cond:
             if self._closing:
                 raise PublisherError(f"the event publisher for topic {self.topic} is closed")
+            wake = future is not None or not self._queue
             self._queue.append(_Queued(event, future))
             self._published += 1
-            self._cond.notify()
+            if wake:  # a durable caller waits; else the writer is already gathering a batch
+                self._cond.notify()
 
     # -- observing ----------------------------------------------------------------------------
 
@@ -285,6 +297,8 @@ class KafkaEventPublisher:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
+                if not self._closing and not any(q.future for q in self._queue):
+                    self._cond.wait(_LINGER_S)  # gather decisions into one transaction
                 if not self._queue:
                     return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_COMMIT))]
@@ -385,14 +399,28 @@ class KafkaEventPublisher:
     def _deliver(self, batch: list[SpooledEvent]) -> None:
         """Send ``batch`` in order; ack the acknowledged prefix; raise if any record failed."""
         producer = self._connect()
-        futures = [
-            producer.send(self.topic, key=row.key.encode(), value=row.payload) for row in batch
-        ]
-        error = self._await_acks(producer, futures)
+        results: list[KafkaError | bool | None] = [False] * len(batch)  # False: no answer yet
+
+        def answered(index: int, error: KafkaError | None, message: object) -> None:
+            results[index] = error
+
+        for index, row in enumerate(batch):
+            producer.produce(
+                self.topic,
+                key=row.key.encode(),
+                value=row.payload,
+                on_delivery=functools.partial(answered, index),
+            )
+        error = self._await_acks(producer)
         done = 0
-        for future in futures:
-            if not future.is_done or future.failed():
-                error = error or future.exception or TimeoutError("record not acknowledged")
+        for result in results:
+            if result is not None:  # failed, or still unanswered
+                if error is None:
+                    error = (
+                        KafkaException(result)
+                        if isinstance(result, KafkaError)
+                        else TimeoutError("record not acknowledged")
+                    )
                 break
             done += 1
         if done:
@@ -404,31 +432,31 @@ class KafkaEventPublisher:
             raise error
         self._broker_available = True
 
-    def _await_acks(self, producer: KafkaProducer, futures: list[Any]) -> BaseException | None:
+    def _await_acks(self, producer: Producer) -> BaseException | None:
         """Wait for the broker's acks; a broker silent for a second counts as unavailable."""
-        give_up = time.monotonic() + self._producer_config["delivery_timeout_ms"] / 1000 + 1
+        give_up = time.monotonic() + self._producer_config["message.timeout.ms"] / 1000 + 1
         give_up = min(give_up, max(time.monotonic() + 0.1, self._close_deadline))
         while True:
             try:
-                producer.flush(max(0.0, min(1.0, give_up - time.monotonic())))
-                return None
-            except KafkaTimeoutError as exc:
-                self._broker_available = False
-                if time.monotonic() >= give_up or all(f.is_done for f in futures):
-                    return exc
+                if producer.flush(max(0.0, min(1.0, give_up - time.monotonic()))) == 0:
+                    return None
             except Exception as exc:
                 return exc
+            self._broker_available = False
+            if time.monotonic() >= give_up:
+                return TimeoutError("the broker did not acknowledge the batch in time")
 
-    def _connect(self) -> KafkaProducer:
+    def _connect(self) -> Producer:
         if self._producer is None:
-            producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap_servers, **self._producer_config
+            producer = Producer(
+                {"bootstrap.servers": self.bootstrap_servers, **self._producer_config},
+                logger=logger,
             )
             try:
                 # A restarted memory-only broker (Tansu) has lost its topics: create ours again.
                 ensure_topics(self.bootstrap_servers, [self.topic], self.partitions)
             except Exception:
-                producer.close(timeout=0)
+                _discard(producer)
                 raise
             self._producer = producer
         return self._producer
@@ -436,10 +464,7 @@ class KafkaEventPublisher:
     def _drop_producer(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            try:
-                producer.close(timeout=0)
-            except Exception as exc:  # closing a broken client must not stop the loop
-                logger.debug("ignoring error while closing the producer: %r", exc)
+            _discard(producer)
 
     def _count_failure(self) -> None:
         with self._cond:

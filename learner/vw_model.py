@@ -59,7 +59,8 @@ def _token(text: str) -> str:
     return _UNSAFE.sub("_", text.strip()) or "_"
 
 
-def _namespace_text(namespaces: Namespaces) -> str:
+def namespace_text(namespaces: Namespaces) -> str:
+    """The VW text of one example line's features (without label or ``shared``)."""
     parts = []
     for name, features in namespaces.items():
         letter = NAMESPACE_LETTERS.get(name)
@@ -90,12 +91,12 @@ def example_lines(
     label: tuple[int, float, float] | None = None,
 ) -> list[str]:
     """VW ``cb_explore_adf`` lines; ``label`` is (chosen index, cost, probability)."""
-    lines = ["shared " + _namespace_text(shared)]
+    lines = ["shared " + namespace_text(shared)]
     for index, action in enumerate(actions):
         prefix = ""
         if label is not None and label[0] == index:
             prefix = f"0:{label[1]:.6g}:{label[2]:.6g} "
-        lines.append(prefix + _namespace_text(action))
+        lines.append(prefix + namespace_text(action))
     return lines
 
 
@@ -128,12 +129,16 @@ class VWPolicyModel:
             return cls.load(Path(handle.name))
 
     def predict(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[float]:
-        """The exploration pmf over ``actions`` (sums to 1).
+        """The exploration pmf over ``actions`` (sums to 1)."""
+        return self.predict_text(namespace_text(shared), [namespace_text(a) for a in actions])
+
+    def predict_text(self, shared: str, actions: Sequence[str]) -> list[float]:
+        """``predict`` on features already rendered by :func:`namespace_text`.
 
         Goes to VW's bindings directly: pyvw's wrapper objects cost three times the prediction.
         """
         workspace = self._workspace
-        examples = workspace._parse("\n".join(example_lines(shared, actions)))
+        examples = workspace._parse("shared " + shared + "\n" + "\n".join(actions))
         try:
             pylibvw.vw.predict_multi(workspace, examples)
             pmf = examples[0].get_action_scores()

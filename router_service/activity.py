@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router_service.schemas import Decision, LedgerView, OutcomeReport, Task
+from router_service.served import ServedDecision
 from router_service.tasks import DecisionRef, pack, unpack
 
 NO_MODEL = "(no model)"
 BUCKET_STEPS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
-TOP_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -55,28 +55,25 @@ class DecisionRecord:
     outcome: OutcomeRecord | None = None
 
     @classmethod
-    def of(cls, decision: Decision, task: Task, packed: bytes | None = None) -> DecisionRecord:
-        """Keep ``decision`` compactly: about 1 KB instead of the model's ~15 KB.
-
-        ``packed`` is the decision's JSON compressed by :func:`pack`, when the caller has it.
-        """
+    def of(cls, decision: ServedDecision, task: Task) -> DecisionRecord:
+        """Keep ``decision`` compactly: about 1 KB, its JSON compressed."""
         words = (decision.decision_id, decision.task_id, decision.model or NO_MODEL)
-        words += (decision.action, task.trust_domain, decision.trust_domain.name)
+        words += (decision.action, task.trust_domain, decision.trust_domain)
         return cls(
             decision_id=decision.decision_id,
             task_id=decision.task_id,
-            created_at=decision.created_at.timestamp(),
+            created_at=decision.created_at,
             model=decision.model,
             action=decision.action,
-            step_kind=decision.step.kind,
+            step_kind=decision.step_kind,
             propensity=decision.propensity,
-            explored=explored(decision),
+            explored=decision.explored,
             reserved_dollars=decision.reserved_dollars,
-            rules=tuple(r.rule for r in decision.rules),
+            rules=tuple(rule for rule, _ in decision.rules),
             trust_domain=task.trust_domain,
             task_type=task.task_type,
             haystack=" ".join(words).lower(),
-            payload=packed if packed is not None else pack(decision.model_dump_json().encode()),
+            payload=pack(decision.json),
         )
 
     def decision_json(self) -> dict[str, Any]:
@@ -137,9 +134,13 @@ class ActivityLog:
         self._tasks: OrderedDict[str, TaskSpend] = OrderedDict()
         self._outcomes = 0
 
-    def record_decision(self, decision: Decision, task: Task, packed: bytes | None = None) -> None:
+    def record_decision(self, decision: Decision, task: Task) -> None:
+        """``record`` for a ``Decision`` model."""
+        self.record(ServedDecision.of(decision), task)
+
+    def record(self, decision: ServedDecision, task: Task) -> None:
         """Log a decision and take the task's books from the ledger view it carries."""
-        record = DecisionRecord.of(decision, task, packed)
+        record = DecisionRecord.of(decision, task)
         with self._lock:
             if len(self._records) >= self.max_decisions:
                 evicted = self._records.popleft()
@@ -374,14 +375,6 @@ def performance(records: list[DecisionRecord], lam: float = 0.0) -> dict[str, An
         "by_model": [{"model": m, **s.as_dict()} for m, s in sorted(models.items())],
         "by_kind": [{"step_kind": k, **s.as_dict()} for k, s in sorted(kinds.items())],
     }
-
-
-def explored(decision: Decision) -> bool | None:
-    """Whether the served model was not the policy's top choice; None when nothing was drawn."""
-    if decision.model is None or decision.propensity is None or not decision.alternatives:
-        return None
-    top = max(a.probability for a in decision.alternatives)
-    return decision.propensity < top - TOP_TOLERANCE
 
 
 def exploration(records: list[DecisionRecord]) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
+
 from feature_store.snapshot import RollingFeature, recent_action_features
+from learner.vw_model import namespace_text
 from router_service.catalog import ModelSpec
 from router_service.errors import InvalidRequest
 from router_service.events import DecisionEvent, new_event_id
@@ -24,13 +27,8 @@ from router_service.governor import (
 )
 from router_service.ledger import Reservation, TaskBooks
 from router_service.policy import Choice, RoutingPolicy
-from router_service.schemas import (
-    Alternative,
-    DecideRequest,
-    Decision,
-    Task,
-    TrustDomainUsed,
-)
+from router_service.schemas import DecideRequest, Task
+from router_service.served import ServedDecision, explored
 from router_service.state import RouterState
 from router_service.trust import ResolvedDomain
 
@@ -91,7 +89,7 @@ def price_candidates(
 
 def decide(
     request: DecideRequest, task: Task, state: RouterState
-) -> tuple[Decision, DecisionEvent | None]:
+) -> tuple[ServedDecision, DecisionEvent | None]:
     """Govern, score, sample and reserve, atomically for the task; the event to log, if any."""
     domain = state.trust.resolve(task.trust_domain)
     policy = state.policy
@@ -143,36 +141,59 @@ def decide(
     if choice is not None:
         probabilities = {c.model.id: p for c, p in zip(drawn_from, choice.pmf, strict=True)}
     served = chosen if plan.stop is None or plan.stop == "require_confirmation" else None
-    decision = Decision.model_construct(  # every part is already valid: skip validation
+    created_at = datetime.now(UTC)
+    model = served.model.id if served else None
+    propensity = choice.propensity if served and choice else None
+    alternatives = _alternatives(candidates, drawn_from, probabilities)
+    body = {  # the fields of schemas.Decision, in its order
+        "decision_id": decision_id,
+        "task_id": task.task_id,
+        "model": model,
+        "propensity": propensity,
+        "action": action,
+        "rules": [r.model_dump() for r in plan.rules],
+        "alternatives": alternatives,
+        "reasons": _reasons(plan, served, choice, len(drawn_from), policy.version),
+        "max_output_tokens": served.grant if served else 0,
+        "max_input_tokens": plan.input_tokens if served else 0,
+        "reserved_dollars": reserved,
+        "policy_version": policy.version,
+        "exploration": policy.describe_exploration(),
+        "trust_domain": {
+            "name": domain.name,
+            "fallback": domain.fallback,
+            "policy_version": domain.version,
+        },
+        "step": request.step.model_dump(),
+        "signals": request.signals.model_dump(),
+        "budget": task.budget.model_dump(),
+        "ledger_before": before.model_dump(),
+        "ledger": after.model_dump(),
+        "created_at": created_at,
+    }
+    decision = ServedDecision(
         decision_id=decision_id,
         task_id=task.task_id,
-        model=served.model.id if served else None,
-        propensity=choice.propensity if served and choice else None,
+        model=model,
         action=action,
-        rules=plan.rules,
-        alternatives=_alternatives(candidates, drawn_from, probabilities),
-        reasons=_reasons(plan, served, choice, len(drawn_from), policy.version),
-        max_output_tokens=served.grant if served else 0,
-        max_input_tokens=plan.input_tokens if served else 0,
+        propensity=propensity,
+        explored=explored(model, propensity, max(probabilities.values(), default=None)),
+        rules=tuple((r.rule, r.action) for r in plan.rules),
+        trust_domain=domain.name,
+        step_kind=request.step.kind,
+        step_type=request.step.type,
+        max_output_tokens=body["max_output_tokens"],
         reserved_dollars=reserved,
-        policy_version=policy.version,
-        exploration=policy.describe_exploration(),
-        trust_domain=TrustDomainUsed.model_construct(
-            name=domain.name, fallback=domain.fallback, policy_version=domain.version
-        ),
-        step=request.step,
-        signals=request.signals,
-        budget=task.budget,
-        ledger_before=before,
+        created_at=created_at.timestamp(),
         ledger=after,
-        created_at=datetime.now(UTC),
+        json=orjson.dumps(body),
     )
     if plan.stop is not None or chosen is None or choice is None:
         return decision, None
     event = DecisionEvent(
         task_id=task.task_id,
         decision_id=decision_id,
-        occurred_at=decision.created_at,
+        occurred_at=created_at,
         trust_domain=task.trust_domain,
         task_type=task.task_type,
         step_kind=request.step.kind,
@@ -205,6 +226,7 @@ class _ActionFeatures:
         self._step_type = step_type
         self._domain = domain
         self._built: dict[str, dict] = {}
+        self._text: dict[str, str] = {}
 
     def of(self, candidate: Costed) -> dict:
         """Built once per candidate per decision (scoring and the logged event share them)."""
@@ -216,6 +238,13 @@ class _ActionFeatures:
                 **recent_action_features(recent),
             }
         return self._built[model_id]
+
+    def text(self, candidate: Costed) -> str:
+        """The candidate's features as VW text, rendered once per decision."""
+        model_id = candidate.model.id
+        if model_id not in self._text:
+            self._text[model_id] = namespace_text(self.of(candidate))
+        return self._text[model_id]
 
 
 def _draw(
@@ -232,7 +261,8 @@ def _draw(
 ) -> tuple[list[Costed], Choice]:
     """The policy's preference over eligible models, reshaped by budget, then one draw."""
     eligible = [c for c in candidates if c.eligible]
-    preference = policy.pmf(shared, [features.of(c) for c in eligible])
+    shared_text = namespace_text(shared)
+    preference = policy.pmf_text(shared_text, [features.text(c) for c in eligible])
     preferred = eligible[max(range(len(eligible)), key=preference.__getitem__)]
     drawn_from = reshape(
         plan, preferred, plan.allowed, request, books, task.planned_steps, state.governor
@@ -240,13 +270,14 @@ def _draw(
     if drawn_from == eligible:
         pmf = preference
     else:
-        pmf = policy.pmf(shared, [features.of(c) for c in drawn_from])
+        pmf = policy.pmf_text(shared_text, [features.text(c) for c in drawn_from])
     return drawn_from, policy.sample(pmf, domain.policy.max_exploration)
 
 
 def _alternatives(
     candidates: list[Costed], drawn_from: list[Costed], probabilities: dict[str, float]
-) -> list[Alternative]:
+) -> list[dict]:
+    """Every catalog model as schemas.Alternative fields, the drawn ones first."""
     considered = {c.model.id for c in drawn_from}
     result = []
     for c in candidates:
@@ -254,15 +285,15 @@ def _alternatives(
         if reason is None and c.model.id not in considered and drawn_from:
             reason = "set aside by the governor's rule"
         result.append(
-            Alternative.model_construct(
-                model=c.model.id,
-                probability=probabilities.get(c.model.id, 0.0),
-                estimated_cost_dollars=c.estimated_cost,
-                excluded=reason is not None,
-                excluded_reason=reason,
-            )
+            {
+                "model": c.model.id,
+                "probability": probabilities.get(c.model.id, 0.0),
+                "estimated_cost_dollars": c.estimated_cost,
+                "excluded": reason is not None,
+                "excluded_reason": reason,
+            }
         )
-    result.sort(key=lambda a: (a.excluded, -a.probability))
+    result.sort(key=lambda a: (a["excluded"], -a["probability"]))
     return result
 
 

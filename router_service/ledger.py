@@ -117,7 +117,7 @@ class TaskBooks:
         self.committed_by_kind[step_kind] = self.committed_by_kind.get(step_kind, 0.0) + dollars
 
     def view(self) -> LedgerView:
-        return LedgerView(
+        return LedgerView.model_construct(  # plain numbers: nothing to validate
             spent_dollars=self.spent_dollars,
             reserved_dollars=self.reserved_dollars,
             remaining_dollars=max(0.0, self.budget.total_dollars - self.committed_dollars()),

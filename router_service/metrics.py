@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from router_service.schemas import Decision
+from router_service.served import ServedDecision
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 NO_MODEL = "none"
@@ -85,14 +85,14 @@ class RouterMetrics:
         self._refreshed_at = time.monotonic()
         self.policy_age.set_function(lambda: time.monotonic() - self._refreshed_at)
 
-    def observe_decision(self, decision: Decision, seconds: float) -> None:
+    def observe(self, decision: ServedDecision, seconds: float) -> None:
         """Count ``decision`` and how long it took; aborts are counted by the rule that fired."""
-        domain = decision.trust_domain.name
+        domain = decision.trust_domain
         model = decision.model or NO_MODEL
         self.decisions.labels(model=model, action=decision.action, trust_domain=domain).inc()
         self.decision_latency.observe(seconds)
         if decision.action == "abort":
-            fired = [r.rule for r in decision.rules if r.action == "abort"] or ["unknown"]
+            fired = [rule for rule, action in decision.rules if action == "abort"] or ["unknown"]
             self.aborts.labels(trust_domain=domain, rule=fired[0]).inc()
 
     def observe_outcome(

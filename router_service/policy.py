@@ -52,6 +52,11 @@ class RoutingPolicy:
         with self._lock:
             return self.model.predict(shared, actions)
 
+    def pmf_text(self, shared: str, actions: Sequence[str]) -> list[float]:
+        """``pmf`` on features already rendered as VW text (see ``namespace_text``)."""
+        with self._lock:
+            return self.model.predict_text(shared, actions)
+
     def sample(self, pmf: list[float], max_exploration: float = 1.0) -> Choice:
         """Draw from ``pmf`` after capping the mass off its top action at ``max_exploration``."""
         capped = cap_exploration(pmf, max_exploration)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from router_service.errors import Conflict, NotFound
 from router_service.schemas import Decision, Task, TaskCreate
+from router_service.served import ServedDecision
 
 
 def pack(decision_json: bytes) -> bytes:
@@ -85,23 +86,24 @@ class TaskStore:
             raise NotFound(f"unknown task {task_id!r}", field="task_id", value=task_id)
         return record
 
-    def add_decision(self, decision: Decision, packed: bytes) -> None:
-        """Keep a decision: ``packed`` is its JSON as :func:`pack` made."""
+    def add_decision(self, decision: ServedDecision) -> None:
+        """Keep a decision, its JSON compressed."""
         ref = DecisionRef(
             decision.decision_id,
             decision.task_id,
             decision.model,
             decision.action,
-            decision.step.kind,
-            decision.step.type,
+            decision.step_kind,
+            decision.step_type,
             decision.max_output_tokens,
             decision.reserved_dollars,
         )
+        packed = pack(decision.json)
         with self._lock:
             record = self._tasks[decision.task_id]
             record.packed_decisions.append(packed)
             record.decision_ids.append(decision.decision_id)
-            if decision.model is not None and decision.action != "require_confirmation":
+            if decision.is_step:
                 record.step_decisions.append(decision.decision_id)
             self._decisions[decision.decision_id] = ref
 

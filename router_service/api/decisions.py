@@ -13,7 +13,6 @@ from router_service.decider import decide
 from router_service.deps import StateDep
 from router_service.errors import Conflict
 from router_service.schemas import DecideRequest, Decision
-from router_service.tasks import pack
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger("budget_router.decisions")
@@ -26,13 +25,11 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
     decision, event = decide(body, record.task, state)
-    body_json = decision.model_dump_json().encode()
-    packed = pack(body_json)
-    state.tasks.add_decision(decision, packed)
+    state.tasks.add_decision(decision)
     if event is not None:
         state.publisher.publish(event)
-    state.activity.record_decision(decision, record.task, packed)
-    state.metrics.observe_decision(decision, time.perf_counter() - started)
+    state.activity.record(decision, record.task)
+    state.metrics.observe(decision, time.perf_counter() - started)
     log.info(
         "decision",
         extra={
@@ -43,4 +40,4 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
             "propensity": decision.propensity,
         },
     )
-    return Response(body_json, media_type="application/json")  # serialised once, above
+    return Response(decision.json, media_type="application/json")  # serialised once, in decide

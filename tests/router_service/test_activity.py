@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from router_service.activity import NO_MODEL, ActivityLog, bucket_seconds, explored
+from router_service.activity import NO_MODEL, ActivityLog, bucket_seconds
 from router_service.api.dashboard import page_router, router
 from router_service.errors import RouterError
 from router_service.schemas import (
@@ -29,6 +29,7 @@ from router_service.schemas import (
     Task,
     TrustDomainUsed,
 )
+from router_service.served import ServedDecision
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -285,8 +286,9 @@ def test_exploration_counts_draws_off_the_top_choice() -> None:
 
 
 def test_a_tie_at_the_top_is_not_exploration() -> None:
-    assert explored(make_decision("d", model="large", pmf={"small": 0.5, "large": 0.5})) is False
-    assert explored(make_decision("d", model=None, action="abort")) is None
+    tied = make_decision("d", model="large", pmf={"small": 0.5, "large": 0.5})
+    assert ServedDecision.of(tied).explored is False
+    assert ServedDecision.of(make_decision("d", model=None, action="abort")).explored is None
 
 
 def test_actions_are_counted_most_common_first() -> None:

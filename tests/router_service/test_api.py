@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from router_service.schemas import Decision
 from tests.conftest import budget, step
 
 
@@ -47,6 +48,16 @@ def test_decision_is_explained_and_recorded_on_the_task(client: TestClient) -> N
     assert decision["budget"] == task["budget"]
     stored = client.get("/v1/tasks/t-1").json()
     assert [d["decision_id"] for d in stored["decisions"]] == [decision["decision_id"]]
+
+
+def test_decision_body_is_exactly_the_documented_schema(client: TestClient) -> None:
+    open_task(client, task_id="t-schema")
+    body = client.post("/v1/decide", json={"task_id": "t-schema", "step": step()}).json()
+    model = Decision.model_validate(body)  # built without pydantic on the hot path
+    assert list(body) == list(Decision.model_fields)
+    assert model.model_dump(mode="json", exclude={"created_at"}) == {
+        k: v for k, v in body.items() if k != "created_at"
+    }
 
 
 def test_prior_prefers_strong_models_for_control_and_cheap_for_presentation(

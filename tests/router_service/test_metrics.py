@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -20,16 +21,28 @@ from router_service.metrics import (
     configure_json_logging,
     metrics_router,
 )
-from router_service.schemas import Decision, Rule, TrustDomainUsed
+from router_service.schemas import Decision, Rule, Step, TrustDomainUsed
+from router_service.served import ServedDecision
 from tests.conftest import budget, step
 
 
-def decision(model: str | None, action: str, rules: list[Rule] | None = None) -> Decision:
-    return Decision.model_construct(
-        model=model,
-        action=action,
-        rules=rules or [],
-        trust_domain=TrustDomainUsed(name="eng", fallback=False, policy_version="v1"),
+def decision(model: str | None, action: str, rules: list[Rule] | None = None) -> ServedDecision:
+    return ServedDecision.of(
+        Decision.model_construct(
+            decision_id="d",
+            task_id="t",
+            model=model,
+            action=action,
+            propensity=None,
+            alternatives=[],
+            rules=rules or [],
+            trust_domain=TrustDomainUsed(name="eng", fallback=False, policy_version="v1"),
+            step=Step(kind="control", type="planning", input_tokens=1, expected_output_tokens=1),
+            max_output_tokens=0,
+            reserved_dollars=0.0,
+            created_at=datetime.now(UTC),
+            ledger=None,
+        )
     )
 
 
@@ -45,9 +58,9 @@ def samples(metrics: RouterMetrics) -> dict[tuple[str, tuple[tuple[str, str], ..
 
 def test_decisions_and_latency_move_on_observe() -> None:
     metrics = RouterMetrics()
-    metrics.observe_decision(decision("gpt-5-nano", "proceed"), 0.0004)
-    metrics.observe_decision(decision("gpt-5-nano", "proceed"), 0.002)
-    metrics.observe_decision(decision(None, "skip_optional"), 0.0001)
+    metrics.observe(decision("gpt-5-nano", "proceed"), 0.0004)
+    metrics.observe(decision("gpt-5-nano", "proceed"), 0.002)
+    metrics.observe(decision(None, "skip_optional"), 0.0001)
     got = samples(metrics)
     labels = (("action", "proceed"), ("model", "gpt-5-nano"), ("trust_domain", "eng"))
     assert got[("budget_router_decisions_total", labels)] == 2
@@ -64,7 +77,7 @@ def test_abort_is_counted_by_the_rule_that_fired() -> None:
         Rule(rule="reserve", action="downgrade", detail="keep the reserve"),
         Rule(rule="retry_cap", action="abort", detail="3 retries used"),
     ]
-    metrics.observe_decision(decision(None, "abort", rules), 0.001)
+    metrics.observe(decision(None, "abort", rules), 0.001)
     labels = (("rule", "retry_cap"), ("trust_domain", "eng"))
     assert samples(metrics)[("budget_router_aborts_total", labels)] == 1
 
@@ -119,7 +132,7 @@ def test_metrics_route_serves_parseable_text(
     http, metrics = metrics_app
     client.post("/v1/tasks", json={"task_id": "t-m", "task_type": "r", "budget": budget()})
     real = client.post("/v1/decide", json={"task_id": "t-m", "step": step()})
-    metrics.observe_decision(Decision.model_validate(real.json()), 0.003)
+    metrics.observe(ServedDecision.of(Decision.model_validate(real.json())), 0.003)
     response = http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

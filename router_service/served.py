@@ -1,0 +1,72 @@
+"""What the router keeps of a decision once it is made: a few fields and the JSON answer.
+
+The decide endpoint builds the answer as plain data and serialises it once with orjson; the
+task store, the activity log and the metrics read the fields they need from ``ServedDecision``
+instead of a validated ``Decision`` model, which would cost more than the decision itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router_service.schemas import Decision, LedgerView
+
+TOP_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class ServedDecision:
+    """A decision's summary fields and its JSON body exactly as the endpoint answers it."""
+
+    decision_id: str
+    task_id: str
+    model: str | None
+    action: str
+    propensity: float | None
+    explored: bool | None
+    rules: tuple[tuple[str, str], ...]  # (rule, action) of each rule that fired
+    trust_domain: str
+    step_kind: str
+    step_type: str
+    max_output_tokens: int
+    reserved_dollars: float
+    created_at: float  # unix seconds
+    ledger: LedgerView  # the task's books after the decision
+    json: bytes
+
+    @classmethod
+    def of(cls, decision: Decision) -> ServedDecision:
+        """The summary of a ``Decision`` model (for callers that hold one)."""
+        return cls(
+            decision_id=decision.decision_id,
+            task_id=decision.task_id,
+            model=decision.model,
+            action=decision.action,
+            propensity=decision.propensity,
+            explored=explored(decision.model, decision.propensity, _top(decision)),
+            rules=tuple((r.rule, r.action) for r in decision.rules),
+            trust_domain=decision.trust_domain.name,
+            step_kind=decision.step.kind,
+            step_type=decision.step.type,
+            max_output_tokens=decision.max_output_tokens,
+            reserved_dollars=decision.reserved_dollars,
+            created_at=decision.created_at.timestamp(),
+            ledger=decision.ledger,
+            json=decision.model_dump_json().encode(),
+        )
+
+    @property
+    def is_step(self) -> bool:
+        """Whether a model was handed a step (an outcome is expected)."""
+        return self.model is not None and self.action != "require_confirmation"
+
+
+def _top(decision: Decision) -> float | None:
+    return max((a.probability for a in decision.alternatives), default=None)
+
+
+def explored(model: str | None, propensity: float | None, top: float | None) -> bool | None:
+    """Whether the served model was not the policy's top choice; None when nothing was drawn."""
+    if model is None or propensity is None or top is None:
+        return None
+    return propensity < top - TOP_TOLERANCE

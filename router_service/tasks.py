@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -17,15 +16,6 @@ from typing import NamedTuple
 from router_service.errors import Conflict, NotFound
 from router_service.schemas import Decision, Task, TaskCreate
 from router_service.served import ServedDecision
-
-
-def pack(decision_json: bytes) -> bytes:
-    """A decision's JSON, compressed for keeping in memory (fast level: it is on the hot path)."""
-    return zlib.compress(decision_json, 1)
-
-
-def unpack(packed: bytes) -> bytes:
-    return zlib.decompress(packed)
 
 
 class DecisionRef(NamedTuple):
@@ -44,13 +34,13 @@ class DecisionRef(NamedTuple):
 @dataclass
 class TaskRecord:
     task: Task
-    packed_decisions: list[bytes] = field(default_factory=list)
+    decision_bodies: list[bytes] = field(default_factory=list)
     step_decisions: list[str] = field(default_factory=list)
     decision_ids: list[str] = field(default_factory=list)
     closed_at: float | None = None
 
     def decisions(self) -> list[Decision]:
-        return [Decision.model_validate_json(unpack(packed)) for packed in self.packed_decisions]
+        return [Decision.model_validate_json(body) for body in self.decision_bodies]
 
 
 class TaskStore:
@@ -87,7 +77,7 @@ class TaskStore:
         return record
 
     def add_decision(self, decision: ServedDecision) -> None:
-        """Keep a decision, its JSON compressed."""
+        """Keep a decision and its JSON."""
         ref = DecisionRef(
             decision.decision_id,
             decision.task_id,
@@ -98,10 +88,9 @@ class TaskStore:
             decision.max_output_tokens,
             decision.reserved_dollars,
         )
-        packed = pack(decision.json)
         with self._lock:
             record = self._tasks[decision.task_id]
-            record.packed_decisions.append(packed)
+            record.decision_bodies.append(decision.json)
             record.decision_ids.append(decision.decision_id)
             if decision.is_step:
                 record.step_decisions.append(decision.decision_id)

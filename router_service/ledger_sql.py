@@ -27,93 +27,22 @@ from router_service.ledger import (
     already_settled,
 )
 from router_service.ledger_memory import unknown_decision, unknown_task
+from router_service.ledger_schema import (
+    BOOK_COLUMNS,
+    INSERT_RESERVATION,
+    INSERT_SETTLEMENT,
+    PURGE_BATCH,
+    REF_COLUMNS,
+    RESERVATION_COLUMNS,
+    TASK_COLUMNS,
+    books_from_row,
+    books_params,
+    reservation_from_row,
+    reservation_params,
+    settlement_params,
+    update_books_sql,
+)
 from router_service.schemas import Budget, LedgerView, Task
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_tasks (
-    task_id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    trust_domain TEXT NOT NULL,
-    task_type TEXT NOT NULL,
-    budget TEXT NOT NULL,
-    planned_steps INTEGER,
-    tags TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    closed_at DOUBLE PRECISION,
-    spent_dollars DOUBLE PRECISION NOT NULL DEFAULT 0,
-    input_tokens_used BIGINT NOT NULL DEFAULT 0,
-    output_tokens_used BIGINT NOT NULL DEFAULT 0,
-    retries_used INTEGER NOT NULL DEFAULT 0,
-    steps INTEGER NOT NULL DEFAULT 0,
-    committed_by_kind TEXT NOT NULL DEFAULT '{{}}',
-    reserved_dollars DOUBLE PRECISION NOT NULL DEFAULT 0,
-    reserved_input_tokens BIGINT NOT NULL DEFAULT 0,
-    reserved_output_tokens BIGINT NOT NULL DEFAULT 0,
-    open_reservations INTEGER NOT NULL DEFAULT 0,
-    next_expiry DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS ledger_tasks_closed ON ledger_tasks (closed_at);
-CREATE TABLE IF NOT EXISTS ledger_reservations (
-    decision_id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    step_kind TEXT NOT NULL,
-    dollars DOUBLE PRECISION NOT NULL,
-    input_tokens BIGINT NOT NULL,
-    output_tokens BIGINT NOT NULL,
-    is_retry INTEGER NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_reservations_task ON ledger_reservations (task_id, expires_at);
-CREATE INDEX IF NOT EXISTS ledger_reservations_expiry ON ledger_reservations (expires_at);
-CREATE TABLE IF NOT EXISTS ledger_settlements (
-    decision_id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    expired INTEGER NOT NULL,
-    reserved_dollars DOUBLE PRECISION NOT NULL,
-    cost_dollars DOUBLE PRECISION NOT NULL,
-    input_tokens BIGINT NOT NULL,
-    output_tokens BIGINT NOT NULL,
-    settled_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_settlements_task ON ledger_settlements (task_id);
-CREATE TABLE IF NOT EXISTS ledger_decisions (
-    seq {serial} PRIMARY KEY,
-    decision_id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL,
-    model TEXT,
-    action TEXT NOT NULL,
-    step_kind TEXT NOT NULL,
-    step_type TEXT NOT NULL,
-    max_output_tokens INTEGER NOT NULL,
-    reserved_dollars DOUBLE PRECISION NOT NULL,
-    is_step INTEGER NOT NULL,
-    packed {blob} NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_decisions_task ON ledger_decisions (task_id, seq);
-"""
-
-BOOK_COLUMNS = (
-    "spent_dollars, input_tokens_used, output_tokens_used, retries_used, steps, "
-    "committed_by_kind, reserved_dollars, reserved_input_tokens, reserved_output_tokens, "
-    "open_reservations, next_expiry"
-)
-TASK_COLUMNS = "tenant, trust_domain, task_type, budget, planned_steps, tags, created_at"
-RESERVATION_COLUMNS = (
-    "decision_id, task_id, model, step_kind, dollars, input_tokens, output_tokens, is_retry, "
-    "expires_at"
-)
-REF_COLUMNS = (
-    "decision_id, task_id, model, action, step_kind, step_type, max_output_tokens, reserved_dollars"
-)
-PURGE_BATCH = 500
-
-
-def _reservation(row: tuple[Any, ...]) -> Reservation:
-    decision_id, task_id, model, kind, dollars, tokens_in, tokens_out, retry, expires = row
-    return Reservation(
-        decision_id, task_id, model, kind, dollars, tokens_in, tokens_out, bool(retry), expires
-    )
 
 
 class _SqlTransaction:
@@ -123,6 +52,7 @@ class _SqlTransaction:
         self._store = store
         self._task_id = task_id
         self._stack = ExitStack()
+        self._pending: list[Reservation] = []
 
     def __enter__(self) -> _SqlTransaction:
         self._conn = self._stack.enter_context(self._store._txn())
@@ -137,15 +67,16 @@ class _SqlTransaction:
         return self
 
     def reserve(self, reservation: Reservation) -> None:
-        """Check against the locked books, then write the reservation (committed on exit)."""
+        """Check against the locked books; the reservation is written and committed on exit."""
         self.books.reserve(reservation)
-        self._store._insert_reservation(self._conn, reservation)
-        self._dirty = True
+        self._pending.append(reservation)
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None and self._dirty:
+        if exc[0] is None and (self._dirty or self._pending):
             try:
-                self._store._write_books(self._conn, self._task_id, self.books)
+                self._store._commit_reservations(
+                    self._conn, self._task_id, self._pending, self.books
+                )
             except BaseException:
                 self._stack.__exit__(*sys.exc_info())
                 raise
@@ -171,6 +102,11 @@ class SqlLedgerStore:
     def _read(self) -> AbstractContextManager[Any]:
         """A connection for reads outside any lock."""
         raise NotImplementedError
+
+    def _write_one(self, text: str, params: tuple[Any, ...]) -> Any:
+        """One statement in a transaction of its own; its cursor."""
+        with self._txn() as conn:
+            return self._run(conn, text, params)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -199,23 +135,7 @@ class SqlLedgerStore:
         ).fetchone()
         if row is None:
             raise unknown_task(task_id)
-        budget, closed_at, spent, used_in, used_out, retries, steps, by_kind = row[:8]
-        reserved, reserved_in, reserved_out, count, next_expiry = row[8:]
-        return TaskBooks(
-            budget=Budget.model_validate_json(budget),
-            spent_dollars=spent,
-            input_tokens_used=used_in,
-            output_tokens_used=used_out,
-            retries_used=retries,
-            steps=steps,
-            closed=closed_at is not None,
-            committed_by_kind=json.loads(by_kind),
-            reserved_dollars=reserved,
-            reserved_input_tokens=reserved_in,
-            reserved_output_tokens=reserved_out,
-            open_reservations=count,
-            next_expiry=math.inf if next_expiry is None else next_expiry,
-        )
+        return books_from_row(row)
 
     def _lock_books(self, conn: Any, task_id: str) -> TaskBooks:
         return self._books_row(conn, task_id, lock=True)
@@ -223,67 +143,22 @@ class SqlLedgerStore:
     def _write_books(
         self, conn: Any, task_id: str, books: TaskBooks, closed_at: float | None = None
     ) -> None:
-        closing = ", closed_at = ?" if closed_at is not None else ""
-        self._run(
-            conn,
-            "UPDATE ledger_tasks SET spent_dollars = ?, input_tokens_used = ?, "
-            "output_tokens_used = ?, retries_used = ?, steps = ?, committed_by_kind = ?, "
-            "reserved_dollars = ?, reserved_input_tokens = ?, reserved_output_tokens = ?, "
-            f"open_reservations = ?, next_expiry = ?{closing} WHERE task_id = ?",
-            (
-                books.spent_dollars,
-                books.input_tokens_used,
-                books.output_tokens_used,
-                books.retries_used,
-                books.steps,
-                json.dumps(books.committed_by_kind),
-                books.reserved_dollars,
-                books.reserved_input_tokens,
-                books.reserved_output_tokens,
-                books.open_reservations,
-                None if math.isinf(books.next_expiry) else books.next_expiry,
-                *((closed_at,) if closed_at is not None else ()),
-                task_id,
-            ),
-        )
+        self._run(conn, update_books_sql(closed_at), books_params(task_id, books, closed_at))
 
-    def _insert_reservation(self, conn: Any, r: Reservation) -> None:
-        self._run(
-            conn,
-            f"INSERT INTO ledger_reservations ({RESERVATION_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.decision_id,
-                r.task_id,
-                r.model,
-                r.step_kind,
-                r.dollars,
-                r.input_tokens,
-                r.output_tokens,
-                int(r.is_retry),
-                r.expires_at,
-            ),
-        )
+    def _commit_reservations(
+        self, conn: Any, task_id: str, reservations: list[Reservation], books: TaskBooks
+    ) -> None:
+        """Write the transaction's reservations and the books they changed."""
+        for reservation in reservations:
+            self._insertreservation_from_row(conn, reservation)
+        self._write_books(conn, task_id, books)
+
+    def _insertreservation_from_row(self, conn: Any, r: Reservation) -> None:
+        self._run(conn, INSERT_RESERVATION, reservation_params(r))
 
     def _record(self, conn: Any, settlement: Settlement) -> None:
         """One settlement row per decision: a second booking would break the primary key."""
-        r = settlement.reservation
-        self._run(
-            conn,
-            "INSERT INTO ledger_settlements (decision_id, task_id, expired, reserved_dollars, "
-            "cost_dollars, input_tokens, output_tokens, settled_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.decision_id,
-                r.task_id,
-                int(settlement.expired),
-                r.dollars,
-                settlement.cost_dollars,
-                settlement.input_tokens,
-                settlement.output_tokens,
-                self._clock(),
-            ),
-        )
+        self._run(conn, INSERT_SETTLEMENT, settlement_params(settlement, self._clock()))
 
     def _expire_books(self, conn: Any, task_id: str, books: TaskBooks) -> list[Settlement]:
         now = self._clock()
@@ -295,7 +170,7 @@ class SqlLedgerStore:
             f"RETURNING {RESERVATION_COLUMNS}",
             (task_id, now),
         ).fetchall()
-        settled = [books.expire(_reservation(row)) for row in rows]
+        settled = [books.expire(reservation_from_row(row)) for row in rows]
         for settlement in settled:
             self._record(conn, settlement)
         (earliest,) = self._run(
@@ -312,27 +187,42 @@ class SqlLedgerStore:
     ) -> Settlement:
         """Delete the reservation and book the cost in one transaction; a second time, 409."""
         with self._txn() as conn:
-            owner = self._run(
-                conn,
-                "SELECT task_id FROM ledger_reservations WHERE decision_id = ?",
-                (decision_id,),
-            ).fetchone()
-            if owner is None:
+            found = self._lock_for_settling(conn, decision_id)
+            if found is None:
                 self._raise_unsettleable(conn, decision_id)
-            books = self._lock_books(conn, owner[0])
-            rows = self._run(
-                conn,
-                f"DELETE FROM ledger_reservations WHERE decision_id = ? "
-                f"RETURNING {RESERVATION_COLUMNS}",
-                (decision_id,),
-            ).fetchall()
-            if not rows:  # settled or expired by someone else while we waited for the lock
-                raise already_settled(decision_id)
-            reservation = _reservation(rows[0])
+            reservation, books = found
             settlement = books.book(reservation, cost_dollars, input_tokens, output_tokens)
-            self._record(conn, settlement)
-            self._write_books(conn, owner[0], books)
+            if not self._book_settlement(conn, settlement, books):
+                raise already_settled(decision_id)  # someone else settled it first
             return settlement
+
+    def _lock_for_settling(
+        self, conn: Any, decision_id: str
+    ) -> tuple[Reservation, TaskBooks] | None:
+        """The open reservation (rows never change) and its task's books, locked."""
+        row = self._run(
+            conn,
+            f"SELECT {RESERVATION_COLUMNS} FROM ledger_reservations WHERE decision_id = ?",
+            (decision_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        reservation = reservation_from_row(row)
+        return reservation, self._lock_books(conn, reservation.task_id)
+
+    def _book_settlement(self, conn: Any, settlement: Settlement, books: TaskBooks) -> bool:
+        """Delete the reservation, record the settlement, write the books; False if gone."""
+        r = settlement.reservation
+        gone = self._run(
+            conn,
+            "DELETE FROM ledger_reservations WHERE decision_id = ? RETURNING decision_id",
+            (r.decision_id,),
+        ).fetchall()
+        if not gone:
+            return False
+        self._record(conn, settlement)
+        self._write_books(conn, r.task_id, books)
+        return True
 
     def _raise_unsettleable(self, conn: Any, decision_id: str) -> None:
         settled = self._run(
@@ -372,28 +262,27 @@ class SqlLedgerStore:
             if books.closed:
                 raise Conflict(f"task {task_id!r} is already closed", field="task_id")
             self._expire_books(conn, task_id, books)
+            books.closed = True
             self._write_books(conn, task_id, books, closed_at=self._clock())
             return books.view()
 
     # --- tasks and decisions ----------------------------------------------------------------
 
     def open_task(self, task: Task) -> None:
-        with self._txn() as conn:
-            inserted = self._run(
-                conn,
-                f"INSERT INTO ledger_tasks (task_id, {TASK_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
-                (
-                    task.task_id,
-                    task.tenant,
-                    task.trust_domain,
-                    task.task_type,
-                    task.budget.model_dump_json(),
-                    task.planned_steps,
-                    json.dumps(task.tags),
-                    task.created_at.isoformat(),
-                ),
-            ).rowcount
+        inserted = self._write_one(
+            f"INSERT INTO ledger_tasks (task_id, {TASK_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
+            (
+                task.task_id,
+                task.tenant,
+                task.trust_domain,
+                task.task_type,
+                task.budget.model_dump_json(),
+                task.planned_steps,
+                json.dumps(task.tags),
+                task.created_at.isoformat(),
+            ),
+        ).rowcount
         if inserted != 1:
             raise Conflict(
                 f"task {task.task_id!r} already exists", field="task_id", value=task.task_id
@@ -422,13 +311,11 @@ class SqlLedgerStore:
         )
 
     def add_decision(self, ref: DecisionRef, packed: bytes, is_step: bool) -> None:
-        with self._txn() as conn:
-            self._run(
-                conn,
-                f"INSERT INTO ledger_decisions ({REF_COLUMNS}, is_step, packed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*ref, int(is_step), packed),
-            )
+        self._write_one(
+            f"INSERT INTO ledger_decisions ({REF_COLUMNS}, is_step, packed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*ref, int(is_step), packed),
+        )
 
     def decision(self, decision_id: str) -> DecisionRef:
         with self._read() as conn:

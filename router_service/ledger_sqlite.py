@@ -5,8 +5,9 @@ Every committed transaction is in the WAL file before the call returns. With
 operating system, so a SIGKILL of the router (or any crash of the process) loses nothing;
 only a crash of the machine itself can lose the last transactions. ``?synchronous=FULL`` in
 the URI fsyncs every commit for that case. Checkpoints (which do fsync) run on a background
-thread, off the decision path. A lock file keeps a second process off the same file: replicas
-share a PostgreSQL store instead.
+thread, off the decision path. A lock file keeps a second process off the same file (replicas
+share a PostgreSQL store instead), which is what lets this store keep the books of recent tasks
+in a bounded cache: every write goes through it, so it never disagrees with the file.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from router_service.bounded_cache import BoundedCache
 from router_service.errors import ConfigError
-from router_service.ledger import Clock
-from router_service.ledger_sql import SCHEMA, SqlLedgerStore
+from router_service.ledger import Clock, TaskBooks
+from router_service.ledger_schema import SCHEMA
+from router_service.ledger_sql import SqlLedgerStore
+from router_service.schemas import Task
 
 CHECKPOINT_SECONDS = 1.0
+CACHED_BOOKS = 4096
 Synchronous = Literal["NORMAL", "FULL"]
 
 
@@ -37,6 +43,7 @@ class SqliteLedgerStore(SqlLedgerStore):
         super().__init__(clock)
         self._path = str(path)
         self._lock = threading.RLock()
+        self._books: BoundedCache[str, TaskBooks] = BoundedCache(CACHED_BOOKS)
         self._lock_file = None
         on_disk = self._path != ":memory:"
         if on_disk:
@@ -61,15 +68,44 @@ class SqliteLedgerStore(SqlLedgerStore):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                self._books.clear()  # what was cached in the transaction never happened
                 raise
-            self._conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield self._conn
+
+    def _write_one(self, text: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self._lock:  # autocommit: the statement is its own transaction
+            return self._conn.execute(self._sql(text), params)
+
+    def _books_row(self, conn: Any, task_id: str, lock: bool) -> TaskBooks:
+        books = self._books.get(task_id)
+        if books is None:
+            books = super()._books_row(conn, task_id, lock)
+            self._books.put(task_id, books)
+        return _copy(books)
+
+    def _write_books(
+        self, conn: Any, task_id: str, books: TaskBooks, closed_at: float | None = None
+    ) -> None:
+        super()._write_books(conn, task_id, books, closed_at)
+        self._books.put(task_id, _copy(books))
+
+    def open_task(self, task: Task) -> None:
+        self._books.drop(task.task_id)
+        super().open_task(task)
+
+    def purge_closed(self, closed_before: float) -> list[str]:
+        gone = super().purge_closed(closed_before)
+        for task_id in gone:
+            self._books.drop(task_id)
+        return gone
 
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database file now and then (the fsyncs happen here)."""
@@ -89,6 +125,10 @@ class SqliteLedgerStore(SqlLedgerStore):
             self._conn.close()
         if self._lock_file is not None:
             self._lock_file.close()
+
+
+def _copy(books: TaskBooks) -> TaskBooks:
+    return replace(books, committed_by_kind=dict(books.committed_by_kind))
 
 
 def _exclusive(path: Path):  # type: ignore[no-untyped-def]

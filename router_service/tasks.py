@@ -8,21 +8,17 @@ task's status is re-checked by the store whenever its books change.
 
 from __future__ import annotations
 
-import threading
 import uuid
 import zlib
-from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
 
+from router_service.bounded_cache import BoundedCache
 from router_service.ledger import DecisionRef, LedgerStore
 from router_service.schemas import Decision, Task, TaskCreate
 
 __all__ = ["DecisionRef", "TaskRecord", "TaskStore", "pack", "unpack"]
 CACHED_TASKS = 4096
 CACHED_DECISIONS = 16384
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 def pack(decision_json: bytes) -> bytes:
@@ -32,36 +28,6 @@ def pack(decision_json: bytes) -> bytes:
 
 def unpack(packed: bytes) -> bytes:
     return zlib.decompress(packed)
-
-
-class BoundedCache(Generic[K, V]):
-    """The ``size`` most recently used entries; thread-safe."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def drop(self, key: K) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class TaskRecord:

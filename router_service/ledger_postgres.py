@@ -78,7 +78,7 @@ class PostgresLedgerStore(SqlLedgerStore):
         try:
             with self._pool.connection() as conn, conn.transaction():
                 yield conn
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, PoolTimeout) as exc:
             raise Unavailable(f"the ledger store is unreachable: {exc}") from exc
 
     @contextmanager
@@ -86,7 +86,7 @@ class PostgresLedgerStore(SqlLedgerStore):
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, PoolTimeout) as exc:
             raise Unavailable(f"the ledger store is unreachable: {exc}") from exc
 
     def _write_one(self, text: str, params: tuple[Any, ...]) -> psycopg.Cursor:

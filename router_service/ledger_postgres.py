@@ -63,7 +63,9 @@ class PostgresLedgerStore(SqlLedgerStore):
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
             with self._txn() as conn:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                for statement in SCHEMA.format(serial="BIGSERIAL", blob="BYTEA").split(";"):
+                for statement in SCHEMA.format(
+                    serial="BIGSERIAL", blob="BYTEA", without_rowid=""
+                ).split(";"):
                     if statement.strip():
                         conn.execute(statement)
         except (PoolTimeout, Unavailable) as exc:

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS ledger_tasks (
     reserved_output_tokens BIGINT NOT NULL DEFAULT 0,
     open_reservations INTEGER NOT NULL DEFAULT 0,
     next_expiry DOUBLE PRECISION
-);
+){without_rowid};
 CREATE INDEX IF NOT EXISTS ledger_tasks_closed ON ledger_tasks (closed_at);
 CREATE TABLE IF NOT EXISTS ledger_reservations (
     decision_id TEXT PRIMARY KEY,
@@ -43,9 +43,8 @@ CREATE TABLE IF NOT EXISTS ledger_reservations (
     output_tokens BIGINT NOT NULL,
     is_retry INTEGER NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
-);
+){without_rowid};
 CREATE INDEX IF NOT EXISTS ledger_reservations_task ON ledger_reservations (task_id, expires_at);
-CREATE INDEX IF NOT EXISTS ledger_reservations_expiry ON ledger_reservations (expires_at);
 CREATE TABLE IF NOT EXISTS ledger_settlements (
     decision_id TEXT PRIMARY KEY,
     task_id TEXT NOT NULL,
@@ -55,7 +54,7 @@ CREATE TABLE IF NOT EXISTS ledger_settlements (
     input_tokens BIGINT NOT NULL,
     output_tokens BIGINT NOT NULL,
     settled_at DOUBLE PRECISION NOT NULL
-);
+){without_rowid};
 CREATE INDEX IF NOT EXISTS ledger_settlements_task ON ledger_settlements (task_id);
 CREATE TABLE IF NOT EXISTS ledger_decisions (
     seq {serial} PRIMARY KEY,

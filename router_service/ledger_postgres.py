@@ -48,7 +48,13 @@ class PostgresLedgerStore(SqlLedgerStore):
     lock_suffix = " FOR UPDATE"
     placeholder = "%s"
 
-    def __init__(self, uri: str, clock: Clock = time.time, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        uri: str,
+        clock: Clock = time.time,
+        pool_size: int = 4,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
         super().__init__(clock)
         self._pool = ConnectionPool(
             uri,
@@ -56,11 +62,11 @@ class PostgresLedgerStore(SqlLedgerStore):
             max_size=pool_size,
             open=False,
             name="budget-router-ledger",
-            timeout=CONNECT_TIMEOUT_SECONDS,
+            timeout=connect_timeout,
             kwargs={"autocommit": True},  # transactions are explicit: reads need no BEGIN
         )
         try:
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+            self._pool.open(wait=True, timeout=connect_timeout)
             with self._txn() as conn:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 for statement in SCHEMA.format(
@@ -72,7 +78,7 @@ class PostgresLedgerStore(SqlLedgerStore):
             self._pool.close()
             raise ConfigError(
                 f"BUDGET_ROUTER_LEDGER_URI: cannot reach PostgreSQL at {_safe(uri)} "
-                f"within {CONNECT_TIMEOUT_SECONDS:g} s ({exc})"
+                f"within {connect_timeout:g} s ({exc})"
             ) from exc
 
     @contextmanager

@@ -9,6 +9,7 @@ from router_service.ledger import LedgerStore
 
 LEDGER_FILE = "ledger.sqlite3"
 SCHEMES = ("sqlite", "postgresql", "postgres", "memory")
+SETTING = "BUDGET_ROUTER_LEDGER_URI"
 
 
 def default_ledger_uri(data_dir: Path) -> str:
@@ -20,13 +21,13 @@ def check_ledger_uri(uri: str) -> str:
     scheme = urlsplit(uri).scheme
     if scheme not in SCHEMES:
         raise ValueError(
-            f"unknown ledger store {uri.split('://')[0]!r}: expected sqlite:///PATH, "
+            f"{SETTING}: unknown ledger store {uri.split('://')[0]!r}: expected sqlite:///PATH, "
             "postgresql://USER@HOST:PORT/DB or memory://"
         )
     if scheme == "sqlite" and not urlsplit(uri).path:
-        raise ValueError("sqlite:///PATH needs a file path, e.g. sqlite:///var/ledger.sqlite3")
+        raise ValueError(f"{SETTING}: sqlite:///PATH needs a file path, e.g. sqlite:///var/l.db")
     if scheme == "sqlite" and _synchronous(uri) not in ("NORMAL", "FULL"):
-        raise ValueError(f"synchronous={_synchronous(uri)}: expected NORMAL or FULL")
+        raise ValueError(f"{SETTING}: synchronous={_synchronous(uri)}: expected NORMAL or FULL")
     return uri
 
 

@@ -11,8 +11,10 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import psycopg
@@ -64,10 +66,14 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         data = self.root / "data"
-        self._run(self._initdb, "-D", data, "-U", self.user, "--auth=trust", "-E", "UTF8")
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-        self._run(self._pg_ctl, "-D", data, "-l", self.root / "server.log", "-o", options,
-                  "-w", "-t", "60", "start")  # fmt: skip
+        try:
+            self._run(self._initdb, "-D", data, "-U", self.user, "--auth=trust", "-E", "UTF8")
+            self._run(self._pg_ctl, "-D", data, "-l", self.root / "server.log", "-o", options,
+                      "-w", "-t", "60", "start")  # fmt: skip
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
         return self
 
     def uri(self, database: str = "postgres") -> str:
@@ -85,3 +91,20 @@ class PostgresCluster:
             self._run(self._pg_ctl, "-D", self.root / "data", "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main() -> None:
+    """``python -m tests.postgres_cluster``: a throwaway server for benchmarks; Ctrl-C stops it."""
+    cluster = PostgresCluster().start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        print(cluster.new_database(), flush=True)
+        stop.wait()
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

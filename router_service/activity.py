@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -18,19 +17,10 @@ from typing import Any
 
 from router_service.schemas import Decision, LedgerView, OutcomeReport, Task
 from router_service.served import ServedDecision
-from router_service.tasks import DecisionRef
+from router_service.tasks import DecisionRef, pack, unpack
 
 NO_MODEL = "(no model)"
 BUCKET_STEPS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
-
-
-def pack(decision_json: bytes) -> bytes:
-    """A decision's JSON, compressed for keeping in memory (fast level: it is on the hot path)."""
-    return zlib.compress(decision_json, 1)
-
-
-def unpack(packed: bytes) -> bytes:
-    return zlib.decompress(packed)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -94,7 +93,7 @@ async def _expire_reservations(state: RouterState) -> None:
     """Book overdue reservations at their estimate; forget tasks closed long enough ago."""
     while True:
         await asyncio.sleep(state.settings.expiry_sweep_seconds)
-        state.sweep(time.monotonic())
+        state.sweep()
 
 
 async def _router_error(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,24 @@ from router_service.settings import TIERS, Tier
 PER_MTOK = 1_000_000
 
 
+class SelfHostedRate(BaseModel):
+    """What a self-hosted model costs: GPU time at a price, converted through its throughput."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_second_dollars: float = Field(gt=0, description="what one second of the GPU costs")
+    prefill_tokens_per_second: float = Field(gt=0, description="input tokens the GPU reads")
+    decode_tokens_per_second: float = Field(gt=0, description="output tokens it writes")
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Dollars for the GPU-seconds a call of this size takes."""
+        seconds = (
+            input_tokens / self.prefill_tokens_per_second
+            + output_tokens / self.decode_tokens_per_second
+        )
+        return seconds * self.gpu_second_dollars
+
+
 class ModelSpec(BaseModel):
     """One candidate model. Prices are dollars per million tokens; ``None`` means unpriced."""
 
@@ -29,6 +47,7 @@ class ModelSpec(BaseModel):
     context_window: int = Field(gt=0)
     tags: list[str] = Field(default_factory=list)
     self_hosted: bool = False
+    self_hosted_rate: SelfHostedRate | None = None
 
     @property
     def tier_rank(self) -> int:
@@ -69,6 +88,7 @@ class ModelUpdate(BaseModel):
     context_window: int = Field(gt=0)
     tags: list[str] = Field(default_factory=list)
     self_hosted: bool = False
+    self_hosted_rate: SelfHostedRate | None = None
 
 
 class Catalog:

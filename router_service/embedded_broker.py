@@ -6,12 +6,16 @@ Memory-only: a restart loses its topics, so whoever starts it creates the topics
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from router_service.errors import Unavailable
+
+PR_SET_PDEATHSIG = 1
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -28,6 +32,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> bool:
         process.kill()
         process.wait()
         return False
+
+
+def die_with_parent() -> None:
+    """In a child before exec: the kernel SIGKILLs it when its parent dies (Linux), so a
+    killed ``budget-router up`` leaves no broker, learner or router behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -66,6 +77,7 @@ class EmbeddedBroker:
             ],
             stdout=log,
             stderr=log,
+            preexec_fn=die_with_parent,
         )
         self._wait_listening(timeout)
         return self

@@ -16,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 SCHEMA_VERSION = 1
 FeatureValue = float | str | bool
 FeatureNamespaces = dict[str, dict[str, FeatureValue]]
+CostSource = Literal["reported", "catalog", "self_hosted_rate", "observed_estimate", "reservation"]
 
 __all__ = [
     "SCHEMA_VERSION",
     "AnyEvent",
     "CorrectionEvent",
+    "CostSource",
     "DecisionEvent",
     "EventError",
     "OutcomeEvent",
@@ -99,6 +101,7 @@ class OutcomeEvent(EventBase):
     output_tokens: int = Field(ge=0)
     cached_input_tokens: int = Field(0, ge=0)
     cost_dollars: float = Field(ge=0)
+    cost_source: CostSource | None = Field(None, description="where cost_dollars came from")
     latency_ms: float | None = Field(None, ge=0)
     error: str | None = None
     exceeded_grant: bool = False

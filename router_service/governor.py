@@ -70,15 +70,19 @@ def price_step(
     token_room = min(desired, room.output_tokens)
     if token_room < expected_output:
         return 0, 0.0, f"needs {expected_output} output tokens, {room.output_tokens} left"
-    if not model.priced:
+    rate = model.self_hosted_rate
+    if model.priced:
+        fixed = model.token_cost(input_tokens, 0) or 0.0
+        per_output = (model.output_price_per_mtok or 0.0) / 1_000_000
+    elif rate is not None:
+        fixed, per_output = rate.cost(input_tokens, 0), rate.cost(0, 1)
+    else:
         estimate = observed.estimate(model.id, step_type, input_tokens, token_room)
         if estimate is None:
             estimate = settings.unpriced_step_cost
         if estimate > room.dollars:
             return 0, 0.0, f"observed cost ${estimate:.6f} exceeds ${room.dollars:.6f} left"
         return token_room, estimate, None
-    fixed = model.token_cost(input_tokens, 0) or 0.0
-    per_output = (model.output_price_per_mtok or 0.0) / 1_000_000
     affordable = token_room if per_output == 0 else int((room.dollars - fixed) / per_output)
     grant = min(token_room, affordable)
     if grant < expected_output:
@@ -102,11 +106,14 @@ def plan_step(
     plan.input_tokens = min(step.input_tokens, room.input_tokens)
     special = step.kind in SPECIAL_KINDS
     budget = books.budget
-    if signals.retries > 0 and books.retries_used >= budget.hard_stop_after_retries and not special:
+    # This retry would be the router's retries_used + 1st, or the agent's count, if larger.
+    retry_number = max(signals.retries, books.retries_used + 1)
+    if signals.retries > 0 and retry_number > budget.hard_stop_after_retries and not special:
         plan.fire(
             "retry_cap",
             "abort",
-            f"{books.retries_used} retries used, hard stop after {budget.hard_stop_after_retries}",
+            f"retry {retry_number} (agent reports {signals.retries}, router booked "
+            f"{books.retries_used}), hard stop after {budget.hard_stop_after_retries}",
         )
         plan.stop = "abort"
         return plan

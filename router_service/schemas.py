@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from router_service.events import CostSource
+
 Action = Literal[
     "proceed",
     "upgrade",
@@ -154,7 +156,7 @@ class OutcomeReport(Strict):
     reasoning_tokens: int = Field(0, ge=0, description="hidden reasoning, billed as output")
     cached_input_tokens: int = Field(0, ge=0, description="part of input_tokens read from cache")
     cost_dollars: float | None = Field(
-        None, ge=0, description="computed from the catalog if absent"
+        None, ge=0, description="if absent: from the catalog's prices or self-hosted rate"
     )
     latency_ms: float | None = Field(None, ge=0)
     error: str | None = Field(None, max_length=200)
@@ -170,6 +172,10 @@ class OutcomeAccepted(BaseModel):
     decision_id: str
     task_id: str
     cost_dollars: float
+    cost_source: CostSource = Field(
+        description="reported (cost_dollars), catalog (token prices), self_hosted_rate (GPU time), "
+        "observed_estimate (bound from reported costs) or reservation (nothing better known)"
+    )
     exceeded_grant: bool
     ledger: LedgerView
 

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router_service.ledger_store import check_ledger_uri
+
 Tier = Literal["small", "medium", "large", "frontier"]
 TIERS: tuple[Tier, ...] = ("small", "medium", "large", "frontier")
 
@@ -84,6 +86,16 @@ class Settings(BaseSettings):
         300.0, ge=0, description="how long a closed task stays readable (late outcomes settle)"
     )
     prior_examples_per_kind: int = Field(30, ge=0)
+    ledger_uri: str | None = Field(
+        None,
+        description="the budget ledger: sqlite:///PATH (default <data_dir>/ledger.sqlite3), "
+        "postgresql://USER@HOST/DB (shared by router replicas) or memory://",
+    )
+
+    @field_validator("ledger_uri")
+    @classmethod
+    def _known_store(cls, uri: str | None) -> str | None:
+        return None if uri is None else check_ledger_uri(uri)
 
     @field_validator("catalog_path", "policy_model_path", "trust_policy_path")
     @classmethod

@@ -9,7 +9,12 @@ import subprocess
 import sys
 import time
 
-from router_service.embedded_broker import EmbeddedBroker, ensure_topics, stop_process
+from router_service.embedded_broker import (
+    EmbeddedBroker,
+    die_with_parent,
+    ensure_topics,
+    stop_process,
+)
 from router_service.settings import Settings
 
 log = logging.getLogger("budget_router.stack")
@@ -45,7 +50,8 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         command = [sys.executable, "-m", "router_service.cli", *args]
-        self.children.append((name, subprocess.Popen(command, env=env)))
+        child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
+        self.children.append((name, child))
 
     def wait(self) -> int:
         """Block until a child exits or a signal asks us to stop; returns the exit code."""

@@ -10,7 +10,8 @@ from feature_store.snapshot import RollingFeature
 from router_service.activity import ActivityLog
 from router_service.auth import ApiKeyStore
 from router_service.catalog import Catalog
-from router_service.ledger import InMemoryLedger, Ledger
+from router_service.ledger import LedgerStore
+from router_service.ledger_store import default_ledger_uri, open_ledger_store
 from router_service.metrics import RouterMetrics
 from router_service.observed_costs import ObservedCosts
 from router_service.policy import RoutingPolicy, build_policy
@@ -34,11 +35,11 @@ class RouterState:
     catalog: Catalog
     trust: TrustPolicies
     policy: RoutingPolicy
-    ledger: Ledger
+    ledger: LedgerStore
+    tasks: TaskStore
     publisher: EventPublisher
     base_version: str
     auth: ApiKeyStore
-    tasks: TaskStore = field(default_factory=TaskStore)
     observed_costs: ObservedCosts = field(default_factory=ObservedCosts)
     rolling: dict[tuple[str, str, str], RollingFeature] = field(default_factory=dict)
     allocator_state: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class RouterState:
         trust = TrustPolicies(settings.trust_policy_path)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         policy = build_policy(settings, list(catalog.snapshot().values()))
+        ledger = open_ledger_store(settings.ledger_uri or default_ledger_uri(settings.data_dir))
         publisher = KafkaEventPublisher.from_settings(
             settings.kafka, settings.data_dir / SPOOL_FILE
         )
@@ -64,16 +66,15 @@ class RouterState:
             catalog=catalog,
             trust=trust,
             policy=policy,
-            ledger=InMemoryLedger(),
+            ledger=ledger,
+            tasks=TaskStore(ledger),
             publisher=publisher,
             base_version=policy.version,
             auth=ApiKeyStore(settings.data_dir / API_KEYS_FILE),
         )
 
     def open_task(self, request: TaskCreate, tenant: str) -> Task:
-        task = self.tasks.open(request, tenant)
-        self.ledger.open(task.task_id, task.budget)
-        return task
+        return self.tasks.open(request, tenant)
 
     def system_status(self) -> dict[str, Any]:
         """What the dashboard and /readyz show about models and the learner."""
@@ -89,16 +90,21 @@ class RouterState:
             "spool_depth": self.publisher.depth,
         }
 
-    def sweep(self, now: float) -> None:
-        """Book overdue reservations at their estimate; forget long-closed tasks."""
+    def sweep(self, now: float | None = None) -> None:
+        """Book overdue reservations at their estimate; purge long-closed tasks from the store.
+
+        ``now`` is the ledger's clock (wall-clock seconds), by default its current time.
+        """
         for settlement in self.ledger.expire():
             r = settlement.reservation
             log.warning(
                 "reservation expired",
                 extra={"decision_id": r.decision_id, "task_id": r.task_id, "dollars": r.dollars},
             )
-        for task_id in self.tasks.forget_closed(now - self.settings.closed_task_retention_seconds):
-            self.ledger.forget(task_id)
+        now = self.ledger.now() if now is None else now
+        for task_id in self.ledger.purge_closed(now - self.settings.closed_task_retention_seconds):
+            self.tasks.forget(task_id)
 
     def close(self) -> None:
         self.publisher.close()
+        self.ledger.close()

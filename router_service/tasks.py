@@ -1,60 +1,64 @@
-"""Open tasks and the decisions made for them, kept in memory by the router process.
+"""Tasks and the decisions made for them, kept in the ledger store, with small caches in front.
 
-Decisions are kept as their JSON bytes plus a small tuple of what settling an outcome needs:
-neither is traversed by Python's garbage collector, which keeps collection pauses short however
-many decisions the process holds.
+The store holds the history (tasks, decision refs, decision JSON), so the router's memory does
+not grow with the decisions it has made. Tasks' metadata and decision refs never change once
+written, so bounded caches of the most recent ones spare the store a read on the hot path; a
+task's status is re-checked by the store whenever its books change.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
-from dataclasses import dataclass, field
+import zlib
 from datetime import UTC, datetime
-from typing import NamedTuple
 
-from router_service.errors import Conflict, NotFound
+from router_service.bounded_cache import BoundedCache
+from router_service.ledger import DecisionRef, LedgerStore
 from router_service.schemas import Decision, Task, TaskCreate
 from router_service.served import ServedDecision
 
-
-class DecisionRef(NamedTuple):
-    """What an outcome for a decision needs to know about it."""
-
-    decision_id: str
-    task_id: str
-    model: str | None
-    action: str
-    step_kind: str
-    step_type: str
-    max_output_tokens: int
-    reserved_dollars: float
+__all__ = ["DecisionRef", "TaskRecord", "TaskStore", "pack", "unpack"]
+CACHED_TASKS = 4096
+CACHED_DECISIONS = 16384
 
 
-@dataclass
+def pack(decision_json: bytes) -> bytes:
+    """A decision's JSON, compressed for storing (fast level: it is on the hot path)."""
+    return zlib.compress(decision_json, 1)
+
+
+def unpack(packed: bytes) -> bytes:
+    return zlib.decompress(packed)
+
+
 class TaskRecord:
-    task: Task
-    decision_bodies: list[bytes] = field(default_factory=list)
-    step_decisions: list[str] = field(default_factory=list)
-    decision_ids: list[str] = field(default_factory=list)
-    closed_at: float | None = None
+    """A task and the way to its decisions."""
+
+    def __init__(self, task: Task, store: LedgerStore) -> None:
+        self.task = task
+        self._store = store
 
     def decisions(self) -> list[Decision]:
-        return [Decision.model_validate_json(body) for body in self.decision_bodies]
+        packed = self._store.packed_decisions(self.task.task_id)
+        return [Decision.model_validate_json(unpack(p)) for p in packed]
+
+    @property
+    def step_decisions(self) -> list[str]:
+        """Decisions that chose a model for a step (what the task's result is credited to)."""
+        return self._store.step_decision_ids(self.task.task_id)
 
 
 class TaskStore:
     """Tasks by id with their decisions, and decisions by id for settling outcomes."""
 
-    def __init__(self) -> None:
-        self._tasks: dict[str, TaskRecord] = {}
-        self._decisions: dict[str, DecisionRef] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+        self._tasks: BoundedCache[str, Task] = BoundedCache(CACHED_TASKS)
+        self._decisions: BoundedCache[str, DecisionRef] = BoundedCache(CACHED_DECISIONS)
 
     def open(self, request: TaskCreate, tenant: str) -> Task:
-        task_id = request.task_id or f"task_{uuid.uuid4().hex}"
         task = Task(
-            task_id=task_id,
+            task_id=request.task_id or f"task_{uuid.uuid4().hex}",
             tenant=tenant,
             trust_domain=request.trust_domain,
             task_type=request.task_type,
@@ -64,17 +68,23 @@ class TaskStore:
             status="open",
             created_at=datetime.now(UTC),
         )
-        with self._lock:
-            if task_id in self._tasks:
-                raise Conflict(f"task {task_id!r} already exists", field="task_id", value=task_id)
-            self._tasks[task_id] = TaskRecord(task)
+        self._store.open_task(task)
+        self._tasks.put(task.task_id, task)
         return task
 
     def get(self, task_id: str) -> TaskRecord:
-        record = self._tasks.get(task_id)
-        if record is None:
-            raise NotFound(f"unknown task {task_id!r}", field="task_id", value=task_id)
-        return record
+        """The task (its status as last seen here; the store re-checks it when it matters)."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            task = self._store.task(task_id)
+            self._tasks.put(task_id, task)
+        return TaskRecord(task, self._store)
+
+    def fresh(self, task_id: str) -> TaskRecord:
+        """The task as the store has it now (another replica may have closed it)."""
+        task = self._store.task(task_id)
+        self._tasks.put(task_id, task)
+        return TaskRecord(task, self._store)
 
     def add_decision(self, decision: ServedDecision) -> None:
         """Keep a decision and its JSON."""
@@ -88,38 +98,21 @@ class TaskStore:
             decision.max_output_tokens,
             decision.reserved_dollars,
         )
-        with self._lock:
-            record = self._tasks[decision.task_id]
-            record.decision_bodies.append(decision.json)
-            record.decision_ids.append(decision.decision_id)
-            if decision.is_step:
-                record.step_decisions.append(decision.decision_id)
-            self._decisions[decision.decision_id] = ref
+        self._store.add_decision(ref, pack(decision.json), decision.is_step)
+        self._decisions.put(ref.decision_id, ref)
 
     def decision(self, decision_id: str) -> DecisionRef:
-        decision = self._decisions.get(decision_id)
-        if decision is None:
-            raise NotFound(
-                f"unknown decision {decision_id!r}", field="decision_id", value=decision_id
-            )
-        return decision
+        ref = self._decisions.get(decision_id)
+        if ref is None:
+            ref = self._store.decision(decision_id)
+            self._decisions.put(decision_id, ref)
+        return ref
 
-    def mark_closed(self, task_id: str, now: float) -> Task:
-        with self._lock:
-            record = self.get(task_id)
-            record.task = record.task.model_copy(update={"status": "closed"})
-            record.closed_at = now
-            return record.task
+    def mark_closed(self, task_id: str) -> Task:
+        task = self._store.task(task_id)
+        self._tasks.put(task_id, task)
+        return task
 
-    def forget_closed(self, closed_before: float) -> list[str]:
-        """Drop tasks closed before ``closed_before`` (and their decisions); their ids."""
-        with self._lock:
-            gone = [
-                task_id
-                for task_id, record in self._tasks.items()
-                if record.closed_at is not None and record.closed_at < closed_before
-            ]
-            for task_id in gone:
-                for decision_id in self._tasks.pop(task_id).decision_ids:
-                    self._decisions.pop(decision_id, None)
-        return gone
+    def forget(self, task_id: str) -> None:
+        """Drop a purged task from the cache (its decision refs age out on their own)."""
+        self._tasks.drop(task_id)

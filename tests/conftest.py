@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from router_service.app import create_app
 from router_service.embedded_broker import free_port
 from router_service.settings import Settings
+from tests.postgres_cluster import ALLOW_MISSING, PostgresCluster
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -32,6 +34,28 @@ def settings(tmp_path: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), headers=ADMIN_HEADERS) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A real PostgreSQL server for the whole session; missing binaries fail loudly."""
+    try:
+        cluster = PostgresCluster()
+    except FileNotFoundError as exc:
+        if os.environ.get(ALLOW_MISSING) == "1":
+            pytest.skip(f"{exc} ({ALLOW_MISSING}=1)")
+        pytest.fail(f"{exc}; set {ALLOW_MISSING}=1 to skip these tests instead")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_uri(postgres_cluster: PostgresCluster) -> str:
+    """The URI of a fresh, empty database on the session's server."""
+    return postgres_cluster.new_database()
 
 
 @contextmanager

@@ -7,9 +7,11 @@ from fastapi import APIRouter, status
 from router_service.api.tasks import visible_task
 from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
-from router_service.errors import Conflict, InvalidRequest
-from router_service.events import OutcomeEvent
+from router_service.errors import Conflict
+from router_service.events import CostSource, OutcomeEvent
 from router_service.schemas import OutcomeAccepted, OutcomeReport
+from router_service.state import RouterState
+from router_service.tasks import DecisionRef
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
@@ -28,24 +30,12 @@ async def report_outcome(
             value=body.decision_id,
         )
     output_tokens = body.output_tokens + body.reasoning_tokens
-    cost = body.cost_dollars
-    if cost is None:
-        model = state.catalog.snapshot().get(decision.model)
-        cost = (
-            None
-            if model is None
-            else model.token_cost(body.input_tokens, output_tokens, body.cached_input_tokens)
-        )
-        if cost is None:
-            raise InvalidRequest(
-                f"cost_dollars is required: model {decision.model!r} has no token prices",
-                field="cost_dollars",
-                value=None,
-            )
+    cost, source = outcome_cost(state, decision, body, output_tokens)
     settlement = state.ledger.settle(body.decision_id, cost, body.input_tokens, output_tokens)
-    state.observed_costs.record(
-        decision.model, decision.step_type, cost, body.input_tokens, output_tokens
-    )
+    if source == "reported":
+        state.observed_costs.record(
+            decision.model, decision.step_type, cost, body.input_tokens, output_tokens
+        )
     exceeded = output_tokens > decision.max_output_tokens or settlement.exceeded_reservation
     await state.publisher.publish_durable_async(
         OutcomeEvent(
@@ -61,6 +51,7 @@ async def report_outcome(
             output_tokens=output_tokens,
             cached_input_tokens=body.cached_input_tokens,
             cost_dollars=cost,
+            cost_source=source,
             latency_ms=body.latency_ms,
             error=body.error,
             exceeded_grant=exceeded,
@@ -78,6 +69,29 @@ async def report_outcome(
         decision_id=body.decision_id,
         task_id=decision.task_id,
         cost_dollars=cost,
+        cost_source=source,
         exceeded_grant=exceeded,
         ledger=ledger,
     )
+
+
+def outcome_cost(
+    state: RouterState, decision: DecisionRef, body: OutcomeReport, output_tokens: int
+) -> tuple[float, CostSource]:
+    """What to book for an outcome, and from where: the report, the catalog, or estimates."""
+    if body.cost_dollars is not None:
+        return body.cost_dollars, "reported"
+    assert decision.model is not None
+    model = state.catalog.snapshot().get(decision.model)
+    if model is not None:
+        cost = model.token_cost(body.input_tokens, output_tokens, body.cached_input_tokens)
+        if cost is not None:
+            return cost, "catalog"
+        if model.self_hosted_rate is not None:
+            return model.self_hosted_rate.cost(body.input_tokens, output_tokens), "self_hosted_rate"
+    observed = state.observed_costs.estimate(
+        decision.model, decision.step_type, body.input_tokens, output_tokens
+    )
+    if observed is not None:
+        return observed, "observed_estimate"
+    return decision.reserved_dollars, "reservation"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, status
 
 from router_service.auth import PrincipalDep, assert_domain_allowed, assert_task_visible
@@ -16,9 +14,14 @@ from router_service.tasks import TaskRecord
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 
-def visible_task(state: RouterState, principal: PrincipalDep, task_id: str) -> TaskRecord:
-    """The task if the caller's tenant owns it; an unknown task otherwise."""
-    record = state.tasks.get(task_id)
+def visible_task(
+    state: RouterState, principal: PrincipalDep, task_id: str, fresh: bool = False
+) -> TaskRecord:
+    """The task if the caller's tenant owns it; an unknown task otherwise.
+
+    ``fresh`` reads the store rather than the cache (another replica may have closed it).
+    """
+    record = state.tasks.fresh(task_id) if fresh else state.tasks.get(task_id)
     assert_task_visible(principal, record.task.tenant, task_id)
     return record
 
@@ -32,7 +35,7 @@ async def open_task(state: StateDep, principal: PrincipalDep, body: TaskCreate) 
 
 @router.get("/{task_id}")
 async def get_task(state: StateDep, principal: PrincipalDep, task_id: str) -> TaskWithDecisions:
-    record = visible_task(state, principal, task_id)
+    record = visible_task(state, principal, task_id, fresh=True)
     return TaskWithDecisions(
         **record.task.model_dump(exclude={"ledger"}),
         ledger=state.ledger.view(task_id),
@@ -46,8 +49,8 @@ async def close_task(
 ) -> Task:
     """End the task; it refuses new decisions, in-flight outcomes still settle."""
     record = visible_task(state, principal, task_id)
-    ledger = state.ledger.close(task_id)
-    task = state.tasks.mark_closed(task_id, time.monotonic())
+    ledger = state.ledger.close_task(task_id)
+    task = state.tasks.mark_closed(task_id)
     await state.publisher.publish_durable_async(
         TaskClosedEvent(
             task_id=task_id,

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from learner.settings import LearnerSettings
 from router_service.app import create_app
 from router_service.cli import build_parser
+from router_service.ledger_store import check_ledger_uri
 from router_service.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -250,3 +251,46 @@ def test_services_select_pods_and_name_their_ports() -> None:
         for port in service["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
             assert isinstance(target, int) or target in ports, f"{target} is not a container port"
+
+
+def _serving(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        n: s
+        for n, s in services.items()
+        if _argv(s.get("command"))[:2] == ["budget-router", "serve"]
+    }
+
+
+def test_compose_runs_several_replicas_on_one_postgres_ledger() -> None:
+    routers = _serving(_compose_services())
+    assert len(routers) >= 2
+    uris = {spec["environment"]["BUDGET_ROUTER_LEDGER_URI"] for spec in routers.values()}
+    assert len(uris) == 1 and check_ledger_uri(uris.pop()).startswith("postgresql://")
+    volumes = [spec["volumes"][0].split(":")[0] for spec in routers.values()]
+    ports = [spec["ports"][0].split(":")[1] for spec in routers.values()]
+    assert len(set(volumes)) == len(volumes), "each replica needs its own spool volume"
+    assert len(set(ports)) == len(ports)
+    postgres = _compose_services()["postgres"]
+    assert any(v.endswith(":/docker-entrypoint-initdb.d:ro") for v in postgres["volumes"])
+    assert (DEPLOY / "postgres-init" / "10-ledger.sh").is_file()
+
+
+def test_kubernetes_router_replicas_take_the_ledger_uri_from_a_secret() -> None:
+    (router,) = [
+        o
+        for _, o in _k8s_objects()
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "router"
+    ]
+    assert router["spec"]["replicas"] > 1
+    (container,) = router["spec"]["template"]["spec"]["containers"]
+    secrets = {ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref}
+    holding = [
+        o["stringData"]["BUDGET_ROUTER_LEDGER_URI"]
+        for _, o in _k8s_objects()
+        if o["kind"] == "Secret"
+        and o["metadata"]["name"] in secrets
+        and "BUDGET_ROUTER_LEDGER_URI" in o.get("stringData", {})
+    ]
+    assert len(holding) == 1 and check_ledger_uri(holding[0]).startswith("postgresql://")
+    configs = [o for _, o in _k8s_objects() if o["kind"] == "ConfigMap"]
+    assert all("BUDGET_ROUTER_LEDGER_URI" not in o["data"] for o in configs), "a secret, not config"

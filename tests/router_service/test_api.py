@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -198,10 +197,10 @@ def test_closed_tasks_are_forgotten_after_the_retention_period(client: TestClien
     client.post("/v1/tasks/old/close", json={"success": True, "quality": 1})
     state = client.app.state.router  # type: ignore[attr-defined]
     retention = state.settings.closed_task_retention_seconds
-    state.sweep(time.monotonic() + retention / 2)
+    state.sweep(state.ledger.now() + retention / 2)
     assert client.get("/v1/tasks/old").status_code == 200
-    state.sweep(time.monotonic() + retention + 1)
-    assert client.get("/v1/tasks/old").status_code == 404
+    state.sweep(state.ledger.now() + retention + 1)
+    assert client.get("/v1/tasks/old").status_code == 200, "kept while a reservation is open"
     report = {
         "decision_id": decision["decision_id"],
         "success": True,
@@ -209,4 +208,7 @@ def test_closed_tasks_are_forgotten_after_the_retention_period(client: TestClien
         "input_tokens": 1,
         "output_tokens": 1,
     }
+    assert client.post("/v1/outcomes", json=report).status_code == 202
+    state.sweep(state.ledger.now() + retention + 1)
+    assert client.get("/v1/tasks/old").status_code == 404
     assert client.post("/v1/outcomes", json=report).status_code == 404

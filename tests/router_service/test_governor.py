@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from router_service.app import create_app
+from router_service.catalog import SelfHostedRate
 from router_service.settings import Settings
 from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, step
 
@@ -178,6 +179,17 @@ def test_abort_after_the_retry_cap_while_final_synthesis_stays_possible(
     assert final["model"] is not None
 
 
+def test_retry_cap_counts_the_agents_retries_when_the_router_saw_fewer(
+    client: TestClient,
+) -> None:
+    open_task(client, "t", budget=budget(hard_stop_after_retries=2))
+    assert decide(client, "t", signals={"retries": 2})["model"] is not None
+    aborted = decide(client, "t", signals={"retries": 3})
+    assert aborted["action"] == "abort" and aborted["rules"][0]["rule"] == "retry_cap"
+    assert "agent reports 3, router booked 1" in aborted["rules"][0]["detail"]
+    assert aborted["ledger"]["retries_used"] == 1
+
+
 def test_abort_when_nothing_is_affordable_and_final_synthesis_uses_its_reserve(
     client: TestClient,
 ) -> None:
@@ -282,28 +294,44 @@ def test_outcome_beyond_the_grant_is_booked_and_flagged(client: TestClient) -> N
     assert accepted["ledger"]["output_tokens_used"] == decision["max_output_tokens"] + 1
 
 
-def test_unpriced_model_needs_a_reported_cost_then_reserves_from_observations(
+def test_self_hosted_model_is_reserved_and_booked_at_its_gpu_rate(client: TestClient) -> None:
+    open_task(client, "t")
+    llama = client.get("/v1/models/llama-3.1-8b-instruct").json()
+    assert llama["input_price_per_mtok"] is None
+    rate = SelfHostedRate.model_validate(llama["self_hosted_rate"])
+    first = decide(client, "t", candidates=["llama-3.1-8b-instruct"])
+    assert first["model"] == "llama-3.1-8b-instruct"
+    assert first["reserved_dollars"] == pytest.approx(rate.cost(2000, first["max_output_tokens"]))
+    accepted = report(client, first, input_tokens=1500, output_tokens=200, reasoning_tokens=40)
+    assert accepted["cost_source"] == "self_hosted_rate"
+    assert accepted["cost_dollars"] == pytest.approx(rate.cost(1500, 240))
+    assert accepted["ledger"]["spent_dollars"] == pytest.approx(rate.cost(1500, 240))
+
+
+def test_model_without_any_price_is_booked_at_the_observed_estimate_and_says_so(
     client: TestClient,
 ) -> None:
+    spec = {"provider": "self", "tier": "small", "context_window": 100_000}
+    assert client.put("/v1/models/local-x", json=spec).status_code == 201
     open_task(client, "t")
-    local = ["llama-3.1-8b-instruct"]
+    local = ["local-x"]
     first = decide(client, "t", candidates=local)
-    assert first["model"] == "llama-3.1-8b-instruct" and first["reserved_dollars"] > 0
-    missing = client.post(
-        "/v1/outcomes",
-        json={
-            "decision_id": first["decision_id"],
-            "success": True,
-            "quality": 1,
-            "input_tokens": 1,
-            "output_tokens": 1,
-        },
-    )
-    assert missing.status_code == 422 and missing.json()["error"]["field"] == "cost_dollars"
-    report(client, first, cost_dollars=0.0004)
+    assert first["model"] == "local-x" and first["reserved_dollars"] == pytest.approx(0.01)
+    unobserved = report(client, first)
+    assert unobserved["cost_source"] == "reservation"
+    assert unobserved["cost_dollars"] == pytest.approx(first["reserved_dollars"])
+    reported = report(client, decide(client, "t", candidates=local), cost_dollars=0.0004)
+    assert reported["cost_source"] == "reported" and reported["cost_dollars"] == 0.0004
     second = decide(client, "t", candidates=local)
     bound = 0.0004 / 2000 * 2000 + 0.0004 / 300 * second["max_output_tokens"]
     assert second["reserved_dollars"] == pytest.approx(bound * 1.25)
+    estimated = report(client, second, input_tokens=1000, output_tokens=100)
+    assert estimated["cost_source"] == "observed_estimate"
+    bound = 0.0004 / 2000 * 1000 + 0.0004 / 300 * 100
+    assert estimated["cost_dollars"] == pytest.approx(bound * 1.25)
+    spent = client.get("/v1/tasks/t").json()["ledger"]["spent_dollars"]
+    booked = unobserved["cost_dollars"] + 0.0004 + estimated["cost_dollars"]
+    assert spent == pytest.approx(booked)
 
 
 def test_closed_task_refuses_decisions_and_returns_final_ledger(client: TestClient) -> None:

@@ -1,0 +1,215 @@
+"""What the ledger store costs a decision: memory, SQLite (WAL) and PostgreSQL, side by side.
+
+``python -m bench.ledger_store [--decisions 20000] [--postgres-uri URI] [--out FILE.md]``
+drives each store the way the router does for one step, one thread, no HTTP: the decision's
+transaction (lock the task's books, read the headroom, reserve), the decision's history row
+(``add_decision`` with a 1 KB compressed decision), and the outcome (``settle`` then
+``view``). A task is opened every 20 decisions and closed after its last outcome. Without
+``--postgres-uri`` it starts a throwaway PostgreSQL cluster from Debian's binaries. PostgreSQL
+is measured twice: as configured, and with ``synchronous_commit=off`` for the session (set in
+the URI), which stops waiting for the WAL flush at commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import code_version, machine_facts
+from router_service.ledger import DecisionRef, LedgerStore, Reservation
+from router_service.ledger_memory import InMemoryLedger
+from router_service.ledger_postgres import PostgresLedgerStore
+from router_service.ledger_sqlite import SqliteLedgerStore
+from router_service.schemas import Budget, Task
+
+DECISIONS_PER_TASK = 20
+PACKED_BYTES = 1_000
+BUDGET = Budget(
+    total_dollars=1_000.0,
+    max_input_tokens=10**9,
+    max_output_tokens=10**9,
+    reserve_for_final_synthesis=1.0,
+    reserve_for_human_handoff=1.0,
+)
+
+
+@dataclass
+class Timings:
+    """Seconds per call of each phase, and the wall time of the whole run."""
+
+    reserve: list[float]
+    record: list[float]
+    settle: list[float]
+    cycle: list[float]
+    wall_s: float
+
+
+def _task(task_id: str) -> Task:
+    return Task(
+        task_id=task_id,
+        trust_domain="eng",
+        task_type="bench",
+        budget=BUDGET,
+        planned_steps=DECISIONS_PER_TASK,
+        tags={},
+        status="open",
+        created_at=datetime.now(UTC),
+    )
+
+
+def drive(store: LedgerStore, decisions: int, seed: int, prefix: str) -> Timings:
+    """``decisions`` decide-then-report cycles against ``store``, timed phase by phase."""
+    rng = random.Random(seed)
+    packed = rng.randbytes(PACKED_BYTES)
+    timings = Timings([], [], [], [], 0.0)
+    clock = time.perf_counter
+    started = clock()
+    for n in range(decisions):
+        task_id = f"{prefix}-{n // DECISIONS_PER_TASK}"
+        if n % DECISIONS_PER_TASK == 0:
+            store.open_task(_task(task_id))
+        decision_id = f"{prefix}-d{n}"
+        dollars = round(rng.uniform(0.001, 0.02), 6)
+        t0 = clock()
+        expires = store.now() + 900
+        with store.transaction(task_id) as txn:
+            txn.books.headroom("execution")
+            txn.reserve(
+                Reservation(
+                    decision_id, task_id, "m", "execution", dollars, 2_000, 450, False, expires
+                )
+            )
+            txn.books.view()
+        t1 = clock()
+        ref = DecisionRef(decision_id, task_id, "m", "proceed", "execution", "x", 450, dollars)
+        store.add_decision(ref, packed, is_step=True)
+        t2 = clock()
+        store.settle(decision_id, dollars / 2, 2_000, 200)
+        store.view(task_id)
+        t3 = clock()
+        timings.reserve.append(t1 - t0)
+        timings.record.append(t2 - t1)
+        timings.settle.append(t3 - t2)
+        timings.cycle.append(t3 - t0)
+        if n % DECISIONS_PER_TASK == DECISIONS_PER_TASK - 1:
+            store.close_task(task_id)
+    timings.wall_s = clock() - started
+    return timings
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]
+
+
+def summarise(name: str, timings: Timings) -> dict[str, float | str]:
+    row: dict[str, float | str] = {
+        "store": name,
+        "decisions_per_s": len(timings.cycle) / timings.wall_s,
+    }
+    for phase in ("reserve", "record", "settle", "cycle"):
+        values = getattr(timings, phase)
+        row[f"{phase}_p50_us"] = _percentile(values, 50) * 1e6
+        row[f"{phase}_p99_us"] = _percentile(values, 99) * 1e6
+    return row
+
+
+@contextlib.contextmanager
+def _postgres(uri: str | None) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL URI and where it came from: the given one, or a throwaway cluster."""
+    if uri is not None:
+        yield uri, "given by --postgres-uri"
+        return
+    from tests.postgres_cluster import PostgresCluster  # the suite's cluster helper
+
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.new_database(), "a throwaway cluster from Debian's binaries, defaults"
+    finally:
+        cluster.stop()
+
+
+def run(decisions: int, seed: int, postgres_uri: str | None) -> tuple[list[dict], str]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+        stores: list[tuple[str, LedgerStore]] = [
+            ("memory", InMemoryLedger()),
+            ("sqlite (WAL, synchronous=NORMAL)", SqliteLedgerStore(Path(tmp) / "l.sqlite3")),
+        ]
+        with _postgres(postgres_uri) as (uri, where):
+            stores.append(("postgresql", PostgresLedgerStore(uri)))
+            relaxed = f"{uri}{'&' if '?' in uri else '?'}options=-c%20synchronous_commit%3Doff"
+            stores.append(("postgresql, synchronous_commit=off", PostgresLedgerStore(relaxed)))
+            for n, (name, store) in enumerate(stores):
+                try:
+                    drive(store, min(decisions, 500), seed, f"s{n}-warmup")
+                    rows.append(summarise(name, drive(store, decisions, seed, f"s{n}-run")))
+                finally:
+                    store.close()
+                print(_row_text(rows[-1]), flush=True)
+    return rows, where
+
+
+def _row_text(row: dict) -> str:
+    return (
+        f"{row['store']}: {row['decisions_per_s']:.0f} decisions/s; cycle p50 "
+        f"{row['cycle_p50_us']:.0f} us, p99 {row['cycle_p99_us']:.0f} us"
+    )
+
+
+def markdown(rows: list[dict], decisions: int, seed: int, where: str, command: str) -> str:
+    facts = machine_facts()
+    lines = [
+        "# Ledger store: what it costs a decision",
+        "",
+        f"- Command: `{command}`",
+        f"- Code: {code_version()}",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        f"- Machine: {facts['cpu']}, {facts['cores']} cores, {facts['python']} on {facts['os']}; "
+        f"load average {facts['load']} at the start; other processes were not stopped",
+        f"- PostgreSQL: {where}, on loopback, psycopg 3 with a pool",
+        f"- Workload: {decisions} decide-then-report cycles per store after a warm-up, one "
+        f"thread, a task opened every {DECISIONS_PER_TASK} decisions and closed after its last "
+        f"outcome; seed {seed}",
+        "",
+        "Phases of one cycle: **reserve** = the decision's transaction (lock the task's books, "
+        "read the headroom, commit the reservation); **record** = the decision's history row "
+        f"(a {PACKED_BYTES}-byte compressed decision); **settle** = the outcome (settle, then "
+        "read the books back). Times in microseconds.",
+        "",
+        "| store | decisions/s | reserve p50 | reserve p99 | record p50 | record p99 "
+        "| settle p50 | settle p99 | cycle p50 | cycle p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row["store"], f"{row['decisions_per_s']:.0f}"]
+        for phase in ("reserve", "record", "settle", "cycle"):
+            cells += [f"{row[f'{phase}_p50_us']:.0f}", f"{row[f'{phase}_p99_us']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--postgres-uri", help="an existing database (else a throwaway one)")
+    parser.add_argument("--out", type=Path, help="write the markdown report here")
+    args = parser.parse_args(argv)
+    rows, where = run(args.decisions, args.seed, args.postgres_uri)
+    if args.out is not None:
+        command = shlex.join(["python", "-m", "bench.ledger_store", *(argv or sys.argv[1:])])
+        args.out.write_text(markdown(rows, args.decisions, args.seed, where, command))
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,7 @@ def test_quick_run_measures_every_part_without_errors(tmp_path: Path) -> None:
     assert saved["meta"]["quick"] and saved["targets"] == document["targets"]
     results = document["results"]
     assert results["http"]["stack"] == "budget-router up"
-    for server in ("router", "baseline"):
+    for server in ("router", "router_postgres", "baseline"):
         for phase in ("light", "peak"):
             assert results["http"][server][phase]["errors"] == 0
     learner = results["learner"]
@@ -57,17 +57,25 @@ def test_event_stream_is_seeded_whole_tasks_of_decisions_outcomes_and_a_close() 
     assert closes[0].decision_ids == [d.decision_id for d in decisions[:STEPS_PER_TASK]]
 
 
-def test_targets_report_miss_factors_and_extrapolation_uses_the_last_two_points() -> None:
+def test_targets_report_miss_factors_memory_growth_and_extrapolation() -> None:
+    router_points = [
+        {"at": 0, "rss_kb": 50_000},
+        {"at": 100_000, "rss_kb": 90_000},
+        {"at": 1_000_000, "rss_kb": 90_000 + 100 * 1024},
+    ]
     results = {
-        "http": {"router": {"light": {"p99_ms": 10.0}}, "throughput_ratio": 0.25},
+        "http": {"router": {"light": {"p99_ms": 4.0}}, "throughput_ratio": 0.25},
         "learner": {"learner": {"events_per_s_steady": 20_000.0}},
-        "policy_delay": {"median_s": 2.0, "max_s": 20.0},
+        "policy_delay": {"median_s": 2.0, "max_s": 10.0},
+        "memory": {"router": {"points": router_points}, "learner": {"points": router_points[:1]}},
     }
     verdicts = {t["target"]: t for t in targets(results)}
     assert verdicts["decision p99 at 200/s (ms)"]["miss_factor"] == 2.0
     assert verdicts["peak throughput / baseline"]["miss_factor"] == 2.0
     assert verdicts["learner events/s (steady)"]["met"]
     assert verdicts["outcome-to-policy max (s)"]["miss_factor"] == 2.0
+    assert verdicts["router RSS growth from 100k (MB)"]["miss_factor"] == 2.0
+    assert "learner RSS growth from 100k (MB)" not in verdicts  # never reached 100k
     rows = [{"at": 0, "rss_kb": 100}, {"at": 1_000, "rss_kb": 200}, {"at": 2_000, "rss_kb": 300}]
     assert _extrapolate(rows) == 100_100
     assert _extrapolate(rows[:1]) is None

@@ -31,6 +31,7 @@ from router_service.schemas import Task
 
 CHECKPOINT_SECONDS = 0.25
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint
+WAL_RESTART_FRAMES = 4096  # WAL pages in use past which a checkpoint holds writers to restart it
 CACHED_BOOKS = 4096
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -114,16 +115,18 @@ class SqliteLedgerStore(SqlLedgerStore):
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database file now and then (the fsyncs happen here).
 
-        The bulk is copied while decisions go on; a second pass with writers held finishes
-        what they appended meanwhile, so the next write can start the WAL afresh.
+        The bulk is copied while decisions go on; once the WAL holds many pages, a second pass
+        with writers held finishes what they appended meanwhile, so the next write can start
+        the WAL afresh. Holding writers only then keeps that pause off most decisions.
         """
         conn = sqlite3.connect(self._path, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=5000")
             while not self._stop.wait(CHECKPOINT_SECONDS):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                with self._lock:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames > WAL_RESTART_FRAMES:  # now and then: decisions wait for this one
+                    with self._lock:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 

@@ -235,8 +235,9 @@ def _row_text(row: dict) -> str:
     )
 
 
-def markdown(rows: list[dict], decisions: int, seed: int, where: str, command: str) -> str:
-    facts = machine_facts()
+def markdown(
+    rows: list[dict], decisions: int, seed: int, where: str, command: str, facts: dict[str, str]
+) -> str:
     lines = [
         "# Ledger store: what it costs a decision",
         "",
@@ -293,10 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres-uri", help="an existing database (else a throwaway one)")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     args = parser.parse_args(argv)
+    facts = machine_facts()  # the load average at the start
     rows, where = run(args.decisions, args.seed, args.postgres_uri)
     if args.out is not None:
         command = shlex.join(["python", "-m", "bench.ledger_store", *(argv or sys.argv[1:])])
-        args.out.write_text(markdown(rows, args.decisions, args.seed, where, command))
+        args.out.write_text(markdown(rows, args.decisions, args.seed, where, command, facts))
 
 
 if __name__ == "__main__":

@@ -107,6 +107,71 @@ def drive(store: LedgerStore, decisions: int, seed: int, prefix: str) -> Timings
     return timings
 
 
+def endpoint_cpu(uri: str, prefix: str, tasks: int = 60, seed: int = 0) -> dict[str, float]:
+    """Thread CPU of the decide and outcome endpoints' own functions (no HTTP) on ``uri``.
+
+    CPU rather than wall time, so other processes on the machine do not inflate it.
+    """
+    import asyncio
+    import json
+    import logging
+
+    from router_service.api.decisions import decide_step
+    from router_service.api.outcomes import report_outcome
+    from router_service.api.tasks import close_task, open_task
+    from router_service.auth import Principal
+    from router_service.schemas import CloseRequest, DecideRequest, OutcomeReport, TaskCreate
+    from router_service.settings import Settings
+    from router_service.state import RouterState
+
+    logging.disable(logging.CRITICAL)
+    principal = Principal(tenant="bench", trust_domains=frozenset({"*"}), admin=True)
+    decide_cpu: list[float] = []
+    outcome_cpu: list[float] = []
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), prior_examples_per_kind=5, seed=seed, ledger_uri=uri
+        )
+        state = RouterState.build(settings)
+
+        async def run() -> None:
+            for k in range(tasks):
+                task_id = f"{prefix}-cpu-{k}"
+                body = TaskCreate(task_id=task_id, task_type="bench", budget=BUDGET)
+                await open_task(state, principal, body)
+                for _ in range(DECISIONS_PER_TASK):
+                    tokens = rng.randint(500, 4000)
+                    step = {"kind": "execution", "type": "extraction",
+                            "expected_output_tokens": 300, "input_tokens": tokens}  # fmt: skip
+                    request = DecideRequest(task_id=task_id, step=step, confirmed=True)
+                    t0 = time.thread_time()
+                    answer = await decide_step(state, principal, request)
+                    t1 = time.thread_time()
+                    decision = json.loads(answer.body)
+                    report = OutcomeReport(decision_id=decision["decision_id"], success=True,
+                                           quality=1.0, input_tokens=step["input_tokens"],
+                                           output_tokens=200)  # fmt: skip
+                    t2 = time.thread_time()
+                    await report_outcome(state, principal, report)
+                    t3 = time.thread_time()
+                    if k >= tasks // 6:  # the first tasks warm up
+                        decide_cpu.append(t1 - t0)
+                        outcome_cpu.append(t3 - t2)
+                await close_task(state, principal, task_id, CloseRequest(success=True, quality=1))
+
+        try:
+            asyncio.run(run())
+        finally:
+            state.close()
+    return {
+        "decide_median_us": statistics.median(decide_cpu) * 1e6,
+        "decide_mean_us": statistics.mean(decide_cpu) * 1e6,
+        "outcome_median_us": statistics.median(outcome_cpu) * 1e6,
+        "outcome_mean_us": statistics.mean(outcome_cpu) * 1e6,
+    }
+
+
 def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]
 
@@ -139,7 +204,7 @@ def _postgres(uri: str | None) -> Iterator[tuple[str, str]]:
 
 
 def run(decisions: int, seed: int, postgres_uri: str | None) -> tuple[list[dict], str]:
-    rows = []
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         stores: list[tuple[str, LedgerStore]] = [
             ("memory", InMemoryLedger()),
@@ -156,6 +221,10 @@ def run(decisions: int, seed: int, postgres_uri: str | None) -> tuple[list[dict]
                 finally:
                     store.close()
                 print(_row_text(rows[-1]), flush=True)
+            endpoint_uris = ["memory://", f"sqlite:///{tmp}/endpoints.sqlite3", uri, relaxed]
+            for n, (row, endpoint_uri) in enumerate(zip(rows, endpoint_uris, strict=True)):
+                row.update(endpoint_cpu(endpoint_uri, f"s{n}", seed=seed))
+                print(f"  endpoints: {row}", flush=True)
     return rows, where
 
 
@@ -166,8 +235,9 @@ def _row_text(row: dict) -> str:
     )
 
 
-def markdown(rows: list[dict], decisions: int, seed: int, where: str, command: str) -> str:
-    facts = machine_facts()
+def markdown(
+    rows: list[dict], decisions: int, seed: int, where: str, command: str, facts: dict[str, str]
+) -> str:
     lines = [
         "# Ledger store: what it costs a decision",
         "",
@@ -195,6 +265,25 @@ def markdown(rows: list[dict], decisions: int, seed: int, where: str, command: s
         for phase in ("reserve", "record", "settle", "cycle"):
             cells += [f"{row[f'{phase}_p50_us']:.0f}", f"{row[f'{phase}_p99_us']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## The endpoints on each store",
+        "",
+        "The decide and outcome endpoints' own functions (`decide_step`, `report_outcome`; no "
+        "HTTP, the real policy, governor, spool and activity log) on a fresh router state per "
+        f"store, {DECISIONS_PER_TASK} decisions per task, the first sixth of the tasks as "
+        "warm-up. Thread CPU time per call in microseconds (CPU, not wall time, so the other "
+        "processes on the machine do not inflate it; waiting for PostgreSQL is not in it).",
+        "",
+        "| store | decide median | decide mean | outcome median | outcome mean |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row["store"]] + [
+            f"{row[k]:.0f}"
+            for k in ("decide_median_us", "decide_mean_us", "outcome_median_us", "outcome_mean_us")
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,10 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres-uri", help="an existing database (else a throwaway one)")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     args = parser.parse_args(argv)
+    facts = machine_facts()  # the load average at the start
     rows, where = run(args.decisions, args.seed, args.postgres_uri)
     if args.out is not None:
         command = shlex.join(["python", "-m", "bench.ledger_store", *(argv or sys.argv[1:])])
-        args.out.write_text(markdown(rows, args.decisions, args.seed, where, command))
+        args.out.write_text(markdown(rows, args.decisions, args.seed, where, command, facts))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ from router_service.schemas import DecideRequest
 
 P99_TARGET_MS = 5.0
 THROUGHPUT_TARGET_RATIO = 0.5
-LEARNER_TARGET_EVENTS_S = 10_000.0
+LEARNER_TARGET_EVENTS_S = 20_000.0  # issue 10
 POLICY_DELAY_TARGET_S = 10.0
 EPSILON = 0.05
 CHILD_IMPORTS = {  # what each memory child imports beyond this module's own imports

@@ -307,12 +307,14 @@ def learner_part(config: PerfConfig, work: Path) -> dict[str, Any]:
         consumer_s = bare_consumer(broker.bootstrap, len(events))
         learner = run_learner_process(broker.bootstrap, len(events), work / "learner-data")
     vw_s, learns = vw_alone([v for _, v in events], config.seed)
+    batched_s, _ = vw_alone([v for _, v in events], config.seed, batched=True)
     return {
         "events": len(events),
         "decisions": learns,
         "produce_events_per_s": len(events) / produce_s,
         "learner": learner,
         "vw_alone": {"learn_calls": learns, "seconds": vw_s, "events_per_s": len(events) / vw_s},
+        "vw_learn_many": {"seconds": batched_s, "events_per_s": len(events) / batched_s},
         "bare_consumer": {"seconds": consumer_s, "events_per_s": len(events) / consumer_s},
     }
 
@@ -372,7 +374,8 @@ def run_learner_process(bootstrap: str, count: int, data_dir: Path) -> dict[str,
             consumed = 0
             while consumed < count and time.perf_counter() < deadline:
                 if process.poll() is not None:
-                    raise BenchError(f"learner exited with {process.returncode}; see {log.name}")
+                    tail = Path(log.name).read_text(errors="replace")[-2_000:]
+                    raise BenchError(f"learner exited with {process.returncode}:\n{tail}")
                 status = read_status(data_dir) or {}
                 consumed = status.get("consumed", 0)
                 if not samples or samples[-1][1] != consumed:
@@ -403,24 +406,28 @@ def run_learner_process(bootstrap: str, count: int, data_dir: Path) -> dict[str,
     }
 
 
-def vw_alone(values: list[bytes], seed: int) -> tuple[float, int]:
-    """Seconds for one ``VWPolicyModel.learn`` per decision event, and how many calls."""
-    from learner.vw_model import ExplorationSpec, VWPolicyModel
+def vw_alone(values: list[bytes], seed: int, batched: bool = False) -> tuple[float, int]:
+    """Seconds for one ``VWPolicyModel.learn`` per decision event (or one ``learn_many`` over
+    all of them, as the learner does per poll), and how many updates."""
+    from learner.vw_model import ExplorationSpec, LabeledExample, VWPolicyModel
     from router_service.events import decode_event
 
     decisions = [e for e in map(decode_event, values) if isinstance(e, DecisionEvent)]
     model = VWPolicyModel.create(ExplorationSpec("epsilon", EPSILON), seed=seed)
     rng = random.Random(seed)
     costs = [-rng.random() for _ in decisions]
-    started = time.perf_counter()
-    for decision, cost in zip(decisions, costs, strict=True):
-        model.learn(
-            decision.shared_features,
-            decision.action_features,
-            decision.chosen_index,
-            cost,
-            max(decision.propensity, 0.05),
+    examples = [
+        LabeledExample(
+            d.shared_features, d.action_features, d.chosen_index, cost, max(d.propensity, 0.05)
         )
+        for d, cost in zip(decisions, costs, strict=True)
+    ]
+    started = time.perf_counter()
+    if batched:
+        model.learn_many(examples)
+    else:
+        for example in examples:
+            model.learn(*example)
     elapsed = time.perf_counter() - started
     model.close()
     return elapsed, len(decisions)
@@ -814,6 +821,8 @@ def render(document: dict[str, Any]) -> str:
         f"| VW alone ({lrn['vw_alone']['learn_calls']} `VWPolicyModel.learn` calls) | "
         f"{lrn['vw_alone']['events_per_s']:.0f} | {lrn['vw_alone']['seconds']:.2f} s, "
         f"{lrn['vw_alone']['learn_calls'] / lrn['vw_alone']['seconds']:.0f} learns/s |",
+        f"| VW alone, one `learn_many` (as the learner per poll) | "
+        f"{lrn['vw_learn_many']['events_per_s']:.0f} | {lrn['vw_learn_many']['seconds']:.2f} s |",
         f"| bare kafka-python consumer | {lrn['bare_consumer']['events_per_s']:.0f} | "
         f"{lrn['bare_consumer']['seconds']:.2f} s, no group, no decode |",
         "",
@@ -858,6 +867,31 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learner_memory_part(config: PerfConfig, work: Path) -> dict[str, Any]:
+    """Learner RSS by count beside a bare interpreter with the same imports."""
+    bare = memory_run("bare-learner", (0,), config.memory_budget_s, work)[0]
+    rows = memory_run("learner", config.memory_points, config.memory_budget_s, work)
+    return {"budget_s": config.memory_budget_s, "bare": bare, "points": rows}
+
+
+def learner_only(
+    config: PerfConfig, meta: dict[str, Any], out: Path, started: float
+) -> dict[str, Any]:
+    """Sections 2 and 4 for the learner alone, into ``service_perf_learner.json``."""
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        results = {
+            "learner": learner_part(config, Path(tmp)),
+            "learner_memory": learner_memory_part(config, Path(tmp)),
+        }
+    meta["wall_s"] = round(time.monotonic() - started, 1)
+    meta["load_at_end"] = f"{os.getloadavg()[0]:.2f}"
+    document = {"meta": meta, "results": results}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "service_perf_learner.json").write_text(json.dumps(document, indent=1))
+    print(json.dumps(document, indent=1))
+    return document
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every part, write ``service_perf.md`` and ``.json`` into ``--out``."""
     args_list = sys.argv[1:] if argv is None else argv
@@ -873,6 +907,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--points", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only",
+        choices=("learner",),
+        help="run only these parts (learner: throughput and memory) and write "
+        "service_perf_<part>.json beside the full results",
+    )
     args = parser.parse_args(args_list)
     if args.child is not None:
         points = [int(p) for p in args.points.split(",")] if args.points else [0]
@@ -898,6 +938,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "memory_points": list(config.memory_points),
     }
     started = time.monotonic()
+    if args.only == "learner":
+        return learner_only(config, meta, args.out, started)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         results = run_benchmark(config, Path(tmp))
     meta["wall_s"] = round(time.monotonic() - started, 1)

@@ -7,10 +7,10 @@ pmf and estimated costs as native lists, the feature namespaces as JSON.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import orjson
 import pyarrow as pa
 
 from router_service.events import CorrectionEvent, DecisionEvent, OutcomeEvent, TaskClosedEvent
@@ -225,8 +225,8 @@ def decisions_table(events: Sequence[DecisionEvent]) -> pa.Table:
             e.actions,
             e.pmf,
             e.estimated_costs,
-            json.dumps(e.shared_features, separators=(",", ":")),
-            json.dumps(e.action_features, separators=(",", ":")),
+            orjson.dumps(e.shared_features).decode(),
+            orjson.dumps(e.action_features).decode(),
         )
         for e in events
     ]

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +48,7 @@ class RollingFeature:
 
 
 _FEATURES = TypeAdapter(list[RollingFeature])
+_FIELD_NAMES = tuple(f.name for f in fields(RollingFeature))
 
 
 @contextmanager
@@ -66,6 +67,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _fields(feature: RollingFeature) -> dict[str, object]:
+    """``dataclasses.asdict`` for these flat records, without its deep copies."""
+    return {name: getattr(feature, name) for name in _FIELD_NAMES}
+
+
 def write_rolling_snapshot(
     features: Sequence[RollingFeature], path: Path, *, generated_at: datetime | None = None
 ) -> None:
@@ -74,7 +80,7 @@ def write_rolling_snapshot(
         "format": SNAPSHOT_FORMAT,
         "generated_at": (generated_at or datetime.now(UTC)).isoformat(),
         "features": [
-            {**asdict(f), "last_outcome_at": f.last_outcome_at.isoformat()} for f in features
+            {**_fields(f), "last_outcome_at": f.last_outcome_at.isoformat()} for f in features
         ],
     }
     with atomic_path(path) as tmp:

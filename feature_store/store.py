@@ -43,6 +43,10 @@ _TABLES = {
     "task_closed": "tasks",
 }
 
+# DuckDB's buffer pool caches table blocks up to 80% of the machine's memory by default, so a
+# long-running learner's RSS grows with the file; a cap keeps it flat (queries spill past it).
+DEFAULT_MEMORY_LIMIT = "256MB"
+
 _LOGGED_SQL = """
 SELECT
     d.decision_id, d.task_id, d.trust_domain, d.step_kind, d.step_type, d.policy_version,
@@ -69,6 +73,7 @@ class DuckDBFeatureStore:
         *,
         window: RollingWindow | None = None,
         read_only: bool = False,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
     ) -> None:
         self.path = Path(path)
         self.window = window or RollingWindow()
@@ -76,7 +81,9 @@ class DuckDBFeatureStore:
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
+            self._con = duckdb.connect(
+                str(self.path), read_only=read_only, config={"memory_limit": memory_limit}
+            )
         except (duckdb.IOException, OSError) as exc:
             raise StoreUnavailable(f"cannot open feature store {self.path}: {exc}") from exc
         try:

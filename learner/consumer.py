@@ -11,16 +11,19 @@ the usual Kafka tooling. One learner per group: it is the single writer of the m
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from learner.settings import BrokerUnavailable, LearnerSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,10 @@ class EventConsumer:
         if offsets:
             try:
                 self._consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # A rebalance took the partitions away (a long batch outlived the poll
+                # interval); the next poll rejoins and seeks to the checkpointed positions.
+                log.warning("offset commit skipped, the group is rebalancing: %s", exc)
             except KafkaError as exc:
                 raise BrokerUnavailable(f"topic {self.topic!r}: commit failed ({exc})") from exc
 

@@ -9,6 +9,7 @@ descend from the version the routers serve.
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 import time
@@ -83,6 +84,7 @@ def publishing_hook(
     settings: Settings, store: DuckDBFeatureStore
 ) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
     """After model updates: follow the champion, write a snapshot, export rolling features."""
+    importlib.import_module("learner.registry")  # mlflow takes seconds: not inside a batch
     lineage = Lineage(settings)
     snapshots = SnapshotStore(settings.data_dir)
     rolling_path = rolling_features_path(settings.data_dir)

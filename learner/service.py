@@ -27,7 +27,7 @@ from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Re
 from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
 from learner.reward import RewardShaper
 from learner.settings import CheckpointError, LearnerSettings
-from learner.vw_model import VWPolicyModel
+from learner.vw_model import LabeledExample, VWPolicyModel, example_text
 from router_service.events import AnyEvent, EventError, decode_event
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class Learner:
         self.cost_weight: Callable[[str], float] = _unit_weight
         """A trust domain's multiplier of its budget price (its policy's ``cost_weight``)."""
         self.positions: dict[int, int] = {}
+        self._examples: list[str] = []
         self.counters: Counter[str] = Counter()
         self.snapshot = 0
         if checkpoint is not None:
@@ -156,7 +157,12 @@ class Learner:
     # -- learning -------------------------------------------------------------------------
 
     def process(self, records: Sequence[Record], topic: str | None = None) -> None:
-        """Learn from one batch and write it to the store (no checkpoint here)."""
+        """Learn from one batch and write it to the store (no checkpoint here).
+
+        Rewards are computed as each signal arrives (stream order, so the allocator's prices
+        are those of that moment); the VW updates of the batch then run in one call, in the
+        same order, which gives the model bytes one ``learn`` per signal would.
+        """
         events: list[AnyEvent] = []
         for record in records:
             expected = self.positions.get(record.partition)
@@ -179,6 +185,9 @@ class Learner:
             events.append(event)
             for signal in self.join.add(event, record.value.decode()):
                 self._apply(signal)
+        if self._examples:
+            self.model.learn_lines(self._examples)
+            self._examples = []
         if events:
             self.store.write_events(events)
 
@@ -188,17 +197,15 @@ class Learner:
             domain = decision.trust_domain
             price = self.allocator.price(domain) * self.cost_weight(domain)
             reward = self.shaper.step_reward(decision, signal.outcome, signal.task, price)
-            self._learn(decision.shared_features, decision.action_features, decision, reward)
+            propensity = max(decision.propensity, self.settings.propensity_floor)
+            self._learn(decision, decision.chosen_index, -reward, propensity)
             self.counters["learned_steps"] += 1
             if signal.task is not None:
                 self.counters["task_credited_steps"] += 1
         elif isinstance(signal, LearnCorrection):
             decision = signal.decision
             for index, reward in self.shaper.correction_updates(decision, signal.correction):
-                self.model.learn(
-                    decision.shared_features, decision.action_features, index, -reward, 1.0
-                )
-                self.counters["model_updates"] += 1
+                self._learn(decision, index, -reward, 1.0)
             self.counters["learned_corrections"] += 1
         elif isinstance(signal, TaskResult):
             task = signal.task
@@ -207,10 +214,13 @@ class Learner:
         else:
             self._dead_letter(signal.payload, signal.reason, None)
 
-    def _learn(self, shared: Any, actions: Any, decision: Any, reward: float) -> None:
+    def _learn(self, decision: Any, chosen: int, cost: float, probability: float) -> None:
+        """Queue one update for the end of the batch; dead-letter what VW cannot take."""
+        example = LabeledExample(
+            decision.shared_features, decision.action_features, chosen, cost, probability
+        )
         try:
-            propensity = max(decision.propensity, self.settings.propensity_floor)
-            self.model.learn(shared, actions, decision.chosen_index, -reward, propensity)
+            self._examples.append(example_text(example))
         except ValueError as exc:
             self._dead_letter(decision.model_dump_json(), f"cannot learn: {exc}", None)
             return

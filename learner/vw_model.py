@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pylibvw
 import vowpalwabbit
@@ -100,6 +100,24 @@ def example_lines(
     return lines
 
 
+class LabeledExample(NamedTuple):
+    """One ``learn`` call's arguments, for :meth:`VWPolicyModel.learn_many`."""
+
+    shared: Namespaces
+    actions: Sequence[Namespaces]
+    chosen: int
+    cost: float
+    probability: float
+
+
+def example_text(example: LabeledExample) -> str:
+    """The example's labelled ``example_lines`` as one string, as VW's parser takes it."""
+    if not 0 < example.probability <= 1:
+        raise ValueError(f"probability must be in (0, 1], got {example.probability}")
+    label = (example.chosen, example.cost, example.probability)
+    return "\n".join(example_lines(example.shared, example.actions, label)).strip()
+
+
 class VWPolicyModel:
     """A ``--cb_explore_adf`` workspace: pmf over candidate actions, updated one event at a time."""
 
@@ -159,6 +177,24 @@ class VWPolicyModel:
         if not 0 < probability <= 1:
             raise ValueError(f"probability must be in (0, 1], got {probability}")
         self._workspace.learn(example_lines(shared, actions, (chosen, cost, probability)))
+
+    def learn_many(self, examples: Sequence[LabeledExample]) -> None:
+        """:meth:`learn` each example in order (the same updates, the same model bytes)."""
+        self.learn_lines([example_text(example) for example in examples])
+
+    def learn_lines(self, examples: Sequence[str]) -> None:
+        """Learn multi-line examples made by :func:`example_text`, in order.
+
+        Straight through VW's parser and learner, without pyvw's per-line Python wrappers
+        (they cost more than the update itself).
+        """
+        workspace = self._workspace
+        for text in examples:
+            parsed = pylibvw.vw._parse(workspace, text)
+            try:
+                pylibvw.vw.learn_multi(workspace, parsed)
+            finally:
+                pylibvw.vw._finish_example_multi_ex(workspace, parsed)
 
     def save(self, path: Path) -> None:
         self._workspace.save(str(path))

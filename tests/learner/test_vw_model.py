@@ -1,6 +1,12 @@
 import pytest
 
-from learner.vw_model import ExplorationSpec, VWPolicyModel, example_lines
+from learner.vw_model import (
+    ExplorationSpec,
+    LabeledExample,
+    VWPolicyModel,
+    example_lines,
+    example_text,
+)
 
 
 def test_example_lines_format_shared_actions_and_label() -> None:
@@ -25,3 +31,26 @@ def test_learn_rejects_impossible_probability() -> None:
     model = VWPolicyModel.create(ExplorationSpec())
     with pytest.raises(ValueError, match="probability"):
         model.learn({"step": {"k": "x"}}, [{"model": {"id": "a"}}], 0, 0.0, 0.0)
+
+
+def test_learn_many_gives_the_model_bytes_of_one_learn_per_example() -> None:
+    shared = {"step": {"kind": "control", "log_in": 0.4}, "task": {"domain": "eng"}}
+    actions = [{"model": {"id": "a", "self_hosted": True}}, {"model": {"id": "b"}, "cost": {}}]
+    examples = [
+        LabeledExample(shared, actions, index % 2, -0.1 * index, 0.5 + index / 100)
+        for index in range(30)
+    ]
+    one_by_one = VWPolicyModel.create(ExplorationSpec(), seed=3)
+    for example in examples:
+        one_by_one.learn(*example)
+    batched = VWPolicyModel.create(ExplorationSpec(), seed=3)
+    batched.learn_many(examples)
+    assert batched.to_bytes() == one_by_one.to_bytes()
+    assert batched.predict(shared, actions) != VWPolicyModel.create(ExplorationSpec()).predict(
+        shared, actions
+    )
+
+
+def test_example_text_rejects_impossible_probability() -> None:
+    with pytest.raises(ValueError, match=r"probability must be in \(0, 1\], got 1.5"):
+        example_text(LabeledExample({"step": {"k": "x"}}, [{"model": {"id": "a"}}], 0, 0.0, 1.5))

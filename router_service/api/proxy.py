@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -61,6 +62,7 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
     task = visible_task(state, principal, step.task_id).task
     if task.status != "open":
         raise Conflict(f"task {step.task_id!r} is closed", field=TASK_FIELD, value=step.task_id)
+    step = _within_output_budget(state, task, step)
     providers: Providers = request.app.state.providers
     models = state.catalog.snapshot()
     candidates = [m.id for m in models.values() if providers.serves(m.provider)]
@@ -97,6 +99,12 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
     if failed is not None:
         return _failure_response(failed[1], decision, failed)
     return _stopped(decision)
+
+
+def _within_output_budget(state: RouterState, task: Task, step: ProxyStep) -> ProxyStep:
+    """A request's output cap is a ceiling, not a forecast: expect at most what is left."""
+    left = task.budget.max_output_tokens - state.ledger.view(task.task_id).output_tokens_used
+    return replace(step, expected_output_tokens=max(1, min(step.expected_output_tokens, left)))
 
 
 def _decide_request(step: ProxyStep, candidates: list[str], retries: int) -> DecideRequest:

@@ -26,7 +26,7 @@ from router_service.api.tasks import visible_task
 from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.errors import Conflict, InvalidRequest, RouterError
-from router_service.providers import ProviderFailure, Providers
+from router_service.providers import ProviderFailure, Providers, retriable
 from router_service.proxy_request import (
     TASK_FIELD,
     ProxyStep,
@@ -84,7 +84,7 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
         except ProviderFailure as failure:
             await _book_failure(state, decision, task, failure, sent)
             log.warning("provider failed", extra={"decision_id": decision.decision_id})
-            left = [m for m in candidates if m != decision.model]
+            left = _fallback_candidates(candidates, models, decision.model, failure)
             if failed is not None or not left:
                 return _failure_response(failure, decision, failed)
             failed = (decision, failure)
@@ -105,6 +105,16 @@ def _within_output_budget(state: RouterState, task: Task, step: ProxyStep) -> Pr
     """A request's output cap is a ceiling, not a forecast: expect at most what is left."""
     left = task.budget.max_output_tokens - state.ledger.view(task.task_id).output_tokens_used
     return replace(step, expected_output_tokens=max(1, min(step.expected_output_tokens, left)))
+
+
+def _fallback_candidates(
+    candidates: list[str], models: dict[str, Any], failed_model: str, failure: ProviderFailure
+) -> list[str]:
+    """Others than the failed model; none of its provider's if the provider is down or busy."""
+    if failure.status is not None and not retriable(failure.status):
+        return [m for m in candidates if m != failed_model]
+    provider = models[failed_model].provider
+    return [m for m in candidates if models[m].provider != provider]
 
 
 def _decide_request(step: ProxyStep, candidates: list[str], retries: int) -> DecideRequest:

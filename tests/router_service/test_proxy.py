@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from router_service.app import create_app
+from router_service.embedded_broker import free_port
 from router_service.settings import Settings
 from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, serve_in_thread
 from tests.router_service.fake_provider import (
@@ -41,14 +42,20 @@ def fake(provider_server: tuple[FakeProvider, str]) -> FakeProvider:
     return provider_server[0]
 
 
-def proxy_settings(tmp_path: Path, url: str, providers: tuple[str, ...] = PROVIDERS) -> Settings:
+def proxy_settings(
+    tmp_path: Path, url: str, providers: tuple[str, ...] = PROVIDERS, **down: str
+) -> Settings:
+    """Every provider in ``providers`` served by the fake; those in ``down`` at their URL."""
     endpoint = {"base_url": f"{url}/v1", "api_key": PROVIDER_KEY}
     return Settings(
         data_dir=tmp_path / "var",
         prior_examples_per_kind=10,
         seed=7,
         admin_key=ADMIN_KEY,
-        providers={name: endpoint for name in providers},
+        providers={
+            **{name: endpoint for name in providers},
+            **{name: {"base_url": dead} for name, dead in down.items()},
+        },
         proxy={"backoff_seconds": 0.01, "max_retries": 2},
     )
 
@@ -203,7 +210,7 @@ def test_a_provider_that_keeps_failing_is_a_failed_step_then_a_fallback(
     assert response.headers["X-Budget-Router-Fallback-From"] == first["decision_id"]
     assert response.headers["X-Budget-Router-Decision-Id"] == second["decision_id"]
     assert second["signals"]["retries"] == 1
-    assert second["model"] != first["model"]
+    assert catalog(proxy)[second["model"]].provider != catalog(proxy)[first["model"]].provider
     assert len(fake.requests) == 4
     assert [r["body"]["model"] for r in fake.requests] == [first["model"]] * 3 + [second["model"]]
     ledger = task_view(proxy, "t-fallback")["ledger"]
@@ -323,3 +330,20 @@ def test_the_proxy_needs_a_router_api_key(proxy: TestClient) -> None:
     body = {"messages": MESSAGES}
     response = proxy.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer x"})
     assert response.status_code == 401
+
+
+def test_an_unreachable_provider_is_retried_then_left_out_of_the_fallback(
+    tmp_path: Path, fake: FakeProvider, provider_server: tuple[FakeProvider, str]
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    app = create_app(proxy_settings(tmp_path, provider_server[1], providers=(), openai=dead))
+    with TestClient(app, headers=ADMIN_HEADERS) as client:
+        open_task(client, "t-dead")
+        response = chat(client, "t-dead")
+        task = task_view(client, "t-dead")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "unreachable"
+    assert "3 attempts" in response.json()["error"]["message"]
+    [decision] = task["decisions"]  # every other candidate is the same provider's: no fallback
+    assert catalog(client)[decision["model"]].provider == "openai"
+    assert task["ledger"]["reserved_dollars"] == 0 and task["ledger"]["spent_dollars"] == 0

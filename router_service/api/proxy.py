@@ -42,6 +42,7 @@ router = APIRouter(prefix="/v1", tags=["proxy"])
 log = logging.getLogger("budget_router.proxy")
 STOP_STATUS = {"abort": 402, "skip_optional": 409, "require_confirmation": 409}
 NO_USAGE = "the provider sent no usage block: booked the grant-based estimate"
+HUNG_UP = "the agent closed the stream before its usage block: booked the grant-based estimate"
 
 
 class NoProviderEndpoint(RouterError):
@@ -88,7 +89,8 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
             if failed is not None or not left:
                 return _failure_response(failure, decision, failed)
             failed = (decision, failure)
-            decision = make_decision(state, _decide_request(step, left, 1), task, started)
+            fallback = _decide_request(step, left, 1)
+            decision = make_decision(state, fallback, task, time.perf_counter())
             continue
         headers = _headers(decision, failed)
         if step.stream:
@@ -144,6 +146,7 @@ async def _relay(
     usage: Any = None
     pending = b""
     error: str | None = None
+    missing = NO_USAGE
     try:
         async for chunk in response.aiter_bytes():
             yield chunk
@@ -152,12 +155,15 @@ async def _relay(
                 usage = _usage_in(line) or usage
     except httpx.HTTPError as exc:
         error = f"stream broke: {exc!r}"[:200]
+    except (anyio.get_cancelled_exc_class(), GeneratorExit):
+        missing = HUNG_UP
+        raise
     finally:
         usage = _usage_in(pending) or usage
         with anyio.CancelScope(shield=True):  # book even if the agent hung up
             await response.aclose()
             if error is None:
-                await _book_usage(state, decision, task, step, usage, sent)
+                await _book_usage(state, decision, task, step, usage, sent, missing)
             else:
                 await _book(state, decision, task, _estimate(decision, step, sent, error))
 
@@ -183,13 +189,14 @@ async def _book_usage(
     step: ProxyStep,
     usage: Any,
     sent: float,
+    missing: str = NO_USAGE,
 ) -> None:
     """Book the provider's usage; without one, the grant-based estimate, flagged."""
     quality = state.settings.proxy.neutral_quality
     report = usage_outcome(decision.decision_id, usage, quality, _ms_since(sent))
     if report is None:
-        log.warning(NO_USAGE, extra={"decision_id": decision.decision_id})
-        report = _estimate(decision, step, sent, NO_USAGE, success=True, quality=quality)
+        log.warning(missing, extra={"decision_id": decision.decision_id})
+        report = _estimate(decision, step, sent, missing, success=True, quality=quality)
     await _book(state, decision, task, report)
 
 

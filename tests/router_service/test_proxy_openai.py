@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +89,47 @@ def test_the_openai_client_sees_a_missing_task_as_a_422_naming_the_field(router_
     ):
         client.chat.completions.create(model="auto", messages=MESSAGES)
     assert "budget_router_task" in raised.value.message
+
+
+def stream_request(url: str, task_id: str) -> dict:
+    return {
+        "method": "POST",
+        "url": f"{url}/v1/chat/completions",
+        "json": {"model": "auto", "messages": MESSAGES, "stream": True},
+        "headers": {**ADMIN_HEADERS, "X-Budget-Router-Task": task_id},
+        "timeout": 30,
+    }
+
+
+def test_each_event_is_relayed_as_it_arrives(router_url: str, fake: FakeProvider) -> None:
+    fake.hold = threading.Event()
+    open_task(router_url, "t-live")
+    with httpx.stream(**stream_request(router_url, "t-live")) as response:
+        lines = response.iter_lines()
+        next(line for line in lines if '"content": "Hel"' in line)
+        assert not fake.hold.is_set()  # came through while the provider holds back the rest
+        fake.hold.set()
+        rest = [line for line in lines if line]
+    assert rest[-1] == "data: [DONE]"
+    assert any('"usage": {' in line for line in rest)
+
+
+def test_an_agent_that_hangs_up_mid_stream_still_settles_the_step(
+    router_url: str, fake: FakeProvider
+) -> None:
+    fake.hold = threading.Event()
+    open_task(router_url, "t-hangup")
+    with httpx.stream(**stream_request(router_url, "t-hangup")) as response:
+        next(line for line in response.iter_lines() if '"content": "Hel"' in line)
+    fake.hold.set()
+    deadline = time.monotonic() + 20
+    while (task := read_task(router_url, "t-hangup"))["ledger"]["reserved_dollars"] > 0:
+        assert time.monotonic() < deadline, "the reservation was never settled"
+        time.sleep(0.02)
+    [decision] = task["decisions"]
+    assert task["ledger"]["output_tokens_used"] == decision["max_output_tokens"]  # the estimate
+    assert task["ledger"]["spent_dollars"] > 0
+
+
+def read_task(url: str, task_id: str) -> dict:
+    return httpx.get(f"{url}/v1/tasks/{task_id}", headers=ADMIN_HEADERS).json()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from router_service.app import create_app
 from router_service.embedded_broker import free_port
-from router_service.settings import Settings
+from router_service.settings import ProviderEndpoint, Settings
 from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, serve_in_thread
 from tests.router_service.fake_provider import (
     CACHED_TOKENS,
@@ -347,3 +347,43 @@ def test_an_unreachable_provider_is_retried_then_left_out_of_the_fallback(
     [decision] = task["decisions"]  # every other candidate is the same provider's: no fallback
     assert catalog(client)[decision["model"]].provider == "openai"
     assert task["ledger"]["reserved_dollars"] == 0 and task["ledger"]["spent_dollars"] == 0
+
+
+def test_a_provider_may_know_a_model_by_another_name(
+    tmp_path: Path, fake: FakeProvider, provider_server: tuple[FakeProvider, str]
+) -> None:
+    settings = proxy_settings(tmp_path, provider_server[1], providers=())
+    names = {"gemini-2.5-flash-lite": "flash-lite-001", "gemini-2.5-flash": "flash-001"}
+    names |= {"gemini-2.5-pro": "pro-001"}
+    settings.providers["gemini"] = ProviderEndpoint(
+        base_url=f"{provider_server[1]}/v1", model_names=names
+    )
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
+        open_task(client, "t-names")
+        response = chat(client, "t-names")
+    assert response.status_code == 200, response.text
+    assert fake.requests[0]["body"]["model"] == names[response.headers["X-Budget-Router-Model"]]
+    assert fake.requests[0]["authorization"] is None  # no key configured: none sent
+
+
+def test_an_expensive_step_waits_for_the_agents_confirmation(
+    proxy: TestClient, fake: FakeProvider
+) -> None:
+    open_task(
+        proxy,
+        "t-confirm",
+        total_dollars=0.2,
+        reserve_for_final_synthesis=0.0,
+        reserve_for_human_handoff=0.0,
+    )
+    headers = {"X-Budget-Router-Task": "t-confirm", "X-Budget-Router-Step-Kind": "control"}
+    body = {"messages": MESSAGES, "max_tokens": 10_000}
+    asked = proxy.post("/v1/chat/completions", json=body, headers=headers)
+    assert asked.status_code == 409, asked.text
+    assert asked.json()["error"]["code"] == "require_confirmation"
+    assert "expensive_branch" in asked.json()["error"]["rules"]
+    assert fake.requests == []
+    headers["X-Budget-Router-Confirmed"] = "true"
+    confirmed = proxy.post("/v1/chat/completions", json=body, headers=headers)
+    assert confirmed.status_code == 200, confirmed.text
+    assert len(fake.requests) == 1

@@ -283,7 +283,7 @@ def _failure_response(
     failed: tuple[ServedDecision, ProviderFailure] | None,
 ) -> JSONResponse:
     """The provider's error in OpenAI shape, after the fallback (if any) was spent or refused."""
-    headers = _headers(decision, failed if failed and failed[0] is not decision else None)
+    headers = _headers(decision, failed)
     return JSONResponse(failure.openai_body(), status_code=failure.http_status, headers=headers)
 
 

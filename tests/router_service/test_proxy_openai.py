@@ -121,11 +121,11 @@ def test_an_agent_that_hangs_up_mid_stream_still_settles_the_step(
     open_task(router_url, "t-hangup")
     with httpx.stream(**stream_request(router_url, "t-hangup")) as response:
         next(line for line in response.iter_lines() if '"content": "Hel"' in line)
-    fake.hold.set()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 20  # the fake holds the rest back until set, or 10 s
     while (task := read_task(router_url, "t-hangup"))["ledger"]["reserved_dollars"] > 0:
         assert time.monotonic() < deadline, "the reservation was never settled"
         time.sleep(0.02)
+    fake.hold.set()  # settled while the provider was still holding: the hang-up was seen
     [decision] = task["decisions"]
     assert task["ledger"]["output_tokens_used"] == decision["max_output_tokens"]  # the estimate
     assert task["ledger"]["spent_dollars"] > 0

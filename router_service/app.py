@@ -21,6 +21,7 @@ from router_service.api import (
     health,
     models,
     outcomes,
+    proxy,
     tasks,
 )
 from router_service.auth import (
@@ -33,6 +34,7 @@ from router_service.auth import (
 from router_service.errors import RouterError
 from router_service.metrics import metrics_router
 from router_service.policy_refresh import PolicyRefresher
+from router_service.providers import Providers
 from router_service.settings import Settings
 from router_service.state import RouterState
 
@@ -58,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         refresher.check_now()
         refresher.start()
         state.refresher = refresher
+        app.state.providers = Providers(settings.providers, settings.proxy)
         sweeper = asyncio.create_task(_expire_reservations(state))
         gc.collect()
         gc.freeze()  # start-up objects never need collecting: keeps collection pauses short
@@ -68,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
+            await app.state.providers.aclose()
             refresher.stop()
             state.close()
 
@@ -77,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (health, models, tasks, decisions, outcomes, corrections, admin):
+    for module in (health, models, tasks, decisions, outcomes, corrections, admin, proxy):
         app.include_router(module.router)
     app.include_router(dashboard.page_router)
     app.include_router(dashboard.router, dependencies=[Depends(get_principal)])

@@ -54,6 +54,31 @@ class KafkaSettings(BaseModel):
     consumer_group: str = Field("budget-router-learner", min_length=1)
 
 
+class ProviderEndpoint(BaseModel):
+    """An OpenAI-compatible endpoint the proxy forwards a provider's models to."""
+
+    base_url: str = Field(pattern=r"^https?://", description="e.g. https://HOST/v1")
+    api_key: SecretStr | None = None
+    model_names: dict[str, str] = Field(
+        default_factory=dict, description="catalog id -> the provider's model name, if different"
+    )
+    token_limit_field: Literal["max_completion_tokens", "max_tokens"] = Field(
+        "max_completion_tokens", description="the output cap sent when the request names none"
+    )
+
+
+class ProxySettings(BaseModel):
+    """How ``POST /v1/chat/completions`` calls providers and books what it cannot measure."""
+
+    timeout_seconds: float = Field(120.0, gt=0, description="read timeout per provider call")
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10, description="on connect errors, 429 and 5xx")
+    backoff_seconds: float = Field(0.5, ge=0, description="first retry wait; doubles, capped")
+    max_backoff_seconds: float = Field(8.0, ge=0)
+    default_output_tokens: int = Field(512, ge=1, description="expected output if none is named")
+    neutral_quality: float = Field(0.5, ge=0, le=1, description="quality booked for a success")
+
+
 class Settings(BaseSettings):
     """Everything the router service needs, built once at startup."""
 
@@ -91,6 +116,12 @@ class Settings(BaseSettings):
         description="the budget ledger: sqlite:///PATH (default <data_dir>/ledger.sqlite3), "
         "postgresql://USER@HOST/DB (shared by router replicas) or memory://",
     )
+
+    providers: dict[str, ProviderEndpoint] = Field(
+        default_factory=dict,
+        description="catalog provider name -> its OpenAI-compatible endpoint (for the proxy)",
+    )
+    proxy: ProxySettings = ProxySettings()
 
     @field_validator("ledger_uri")
     @classmethod

@@ -12,7 +12,9 @@ from router_service.auth import PrincipalDep
 from router_service.decider import decide
 from router_service.deps import StateDep
 from router_service.errors import Conflict
-from router_service.schemas import DecideRequest, Decision
+from router_service.schemas import DecideRequest, Decision, Task
+from router_service.served import ServedDecision
+from router_service.state import RouterState
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger("budget_router.decisions")
@@ -24,11 +26,19 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
     record = visible_task(state, principal, body.task_id)
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
-    decision, event = decide(body, record.task, state)
+    decision = make_decision(state, body, record.task, started)
+    return Response(decision.json, media_type="application/json")  # serialised once, in decide
+
+
+def make_decision(
+    state: RouterState, body: DecideRequest, task: Task, started: float
+) -> ServedDecision:
+    """Decide a step for an open task, record and publish it; ``started`` is perf_counter."""
+    decision, event = decide(body, task, state)
     state.tasks.add_decision(decision)
     if event is not None:
         state.publisher.publish(event)
-    state.activity.record(decision, record.task)
+    state.activity.record(decision, task)
     state.metrics.observe(decision, time.perf_counter() - started)
     log.info(
         "decision",
@@ -40,4 +50,4 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
             "propensity": decision.propensity,
         },
     )
-    return Response(decision.json, media_type="application/json")  # serialised once, in decide
+    return decision

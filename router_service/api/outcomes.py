@@ -9,7 +9,7 @@ from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.errors import Conflict
 from router_service.events import CostSource, OutcomeEvent
-from router_service.schemas import OutcomeAccepted, OutcomeReport
+from router_service.schemas import OutcomeAccepted, OutcomeReport, Task
 from router_service.state import RouterState
 from router_service.tasks import DecisionRef
 
@@ -22,6 +22,13 @@ async def report_outcome(
 ) -> OutcomeAccepted:
     decision = state.tasks.decision(body.decision_id)
     task = visible_task(state, principal, decision.task_id).task
+    return await book_outcome(state, decision, task, body)
+
+
+async def book_outcome(
+    state: RouterState, decision: DecisionRef, task: Task, body: OutcomeReport
+) -> OutcomeAccepted:
+    """Settle the decision's reservation at the outcome's cost and publish the outcome."""
     if decision.model is None or decision.action == "require_confirmation":
         raise Conflict(
             f"decision {body.decision_id!r} chose no model ({decision.action}): "

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         300.0, ge=0, description="how long a closed task stays readable (late outcomes settle)"
     )
     prior_examples_per_kind: int = Field(30, ge=0)
+    log_prompts: bool = Field(
+        False, description="put the step's prompt text in decision events (else only hashes)"
+    )
 
     @field_validator("catalog_path", "policy_model_path", "trust_policy_path")
     @classmethod

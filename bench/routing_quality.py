@@ -940,7 +940,7 @@ PROTOCOL = """\
   cost of the chosen model; catalog prices serve the router's estimates and reservations.
 - Features: the router's own (`router_service.features`): step type (eval name), prompt tokens,
   context `eval=<name>`, each model's id, tier and estimated cost, and the prompt's content
-  (hashed word uni- and bigrams of its last 2,000 characters, VW namespace `w`, crossed with the
+  (hashed word uni- and bigrams of its last 1,000 characters, VW namespace `w`, crossed with the
   model namespace).
 - Warm start: logged bandit feedback on the train split, not full information: a uniform
   logging policy logs each train prompt {rounds} times (a fresh seeded order per round), and

@@ -8,6 +8,7 @@ kind of request. Only hashes reach the events, never the words.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -20,23 +21,25 @@ from router_service.catalog import ModelSpec
 from router_service.schemas import Signals, Step
 
 # The ask of a prompt usually comes last (after system text and examples): keep its tail.
-CONTENT_CHARS = 2_000
+CONTENT_CHARS = 1_000
 _WORD = re.compile(r"[a-z0-9]+")
+_BIGRAM_MIX = 0x9E3779B1
 
 
 def content_features(prompt: str) -> dict[str, float]:
     """Hashed word unigrams and bigrams of the prompt's last ``CONTENT_CHARS``, L2-normalised."""
-    words = _WORD.findall(prompt[-CONTENT_CHARS:].lower())
-    grams = Counter(_hashed(w) for w in words)
-    grams.update(_hashed(f"{a} {b}") for a, b in itertools.pairwise(words))
+    ids = [_word_id(w) for w in _WORD.findall(prompt[-CONTENT_CHARS:].lower())]
+    grams = Counter(ids)
+    grams.update([(a * _BIGRAM_MIX ^ b) & 0xFFFFFFFF for a, b in itertools.pairwise(ids)])
     if not grams:
         return {}
     norm = 1.0 / math.sqrt(sum(count * count for count in grams.values()))
-    return {gram: count * norm for gram, count in grams.items()}
+    return {f"{gram:08x}": count * norm for gram, count in grams.items()}
 
 
-def _hashed(gram: str) -> str:
-    return f"{zlib.crc32(gram.encode()):08x}"
+@functools.lru_cache(maxsize=65_536)
+def _word_id(word: str) -> int:
+    return zlib.crc32(word.encode())
 
 
 def request_features(

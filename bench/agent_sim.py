@@ -44,6 +44,13 @@ RESERVE_SHARE = 0.15
 MAX_RETRIES = 3  # per step
 RETRIES_PER_PLANNED_STEP = 1  # hard_stop_after_retries = this x the task's planned steps
 UNPRICED_AS = "gpt-5-nano"  # the self-hosted model's outcomes are costed at this model's prices
+# On a loaded shared machine the stack's fast consumer timeouts (bench/stack.py) rebalance the
+# learner's group mid-commit; these keep its membership through slow batches.
+LOADED_MACHINE_ENV = {
+    "BUDGET_ROUTER_LEARNER_SESSION_TIMEOUT_MS": "10000",
+    "BUDGET_ROUTER_LEARNER_HEARTBEAT_INTERVAL_MS": "1000",
+    "BUDGET_ROUTER_LEARNER_MAX_POLL_INTERVAL_MS": "30000",
+}
 STATIC_TIERS = {
     "control": "large",
     "execution": "medium",
@@ -364,7 +371,7 @@ def run_policy(
     name: str, choose: Chooser, world: World, tasks: list[SimTask], seed: int, work: Path
 ) -> list[TaskResult]:
     """Every task, in order, on a fresh stack (so the learner learns from this policy alone)."""
-    config = StackConfig(data_dir=work / "data", seed=seed)
+    config = StackConfig(data_dir=work / "data", seed=seed, extra_env=dict(LOADED_MACHINE_ENV))
     with full_stack(config) as stack, stack.client() as http:
         return [run_task(http, world, task, choose) for task in tasks]
 

@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 from bench import BenchError, code_version, machine_facts
+from bench.agent_sim import LOADED_MACHINE_ENV
 from bench.data.datasets import RoutingDataset, mmlu_pro, routerbench
 from bench.stack import StackConfig, full_stack, write_catalog
 from learner.allocator import BudgetAllocator
@@ -408,7 +409,8 @@ def live_run(
         lambda_initial=lam,
         lambda_step=LAMBDA_STEP,
         extra_env={
-            "BUDGET_ROUTER_LEARNER_SPEND_TARGET_RATIO": repr(spend_target(dataset) / TASK_DOLLARS)
+            **LOADED_MACHINE_ENV,
+            "BUDGET_ROUTER_LEARNER_SPEND_TARGET_RATIO": repr(spend_target(dataset) / TASK_DOLLARS),
         },
     )
     test, tokens = dataset.test, dataset.input_tokens(dataset.test)

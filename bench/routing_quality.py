@@ -670,7 +670,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--quick", action="store_true", help="a small sample; a smoke run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--datasets", default="routerbench,mmlu_pro", help="comma-separated: routerbench,mmlu_pro"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    loaders = {"routerbench": routerbench, "mmlu_pro": mmlu_pro}
+    names = args.datasets.split(",")
+    unknown = [n for n in names if n not in loaders]
+    if unknown:
+        parser.error(f"--datasets: unknown {unknown}; expected names from {sorted(loaders)}")
     config = Config.quick_run() if args.quick else Config()
     config = Config(**{**asdict(config), "seed": args.seed})
     argv_used = sys.argv[1:] if argv is None else argv
@@ -687,9 +695,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
-        results = [
-            run_dataset(dataset, config, Path(tmp)) for dataset in (routerbench(), mmlu_pro())
-        ]
+        results = [run_dataset(loaders[name](), config, Path(tmp)) for name in names]
     meta["wall_s"] = round(time.monotonic() - started, 1)
     document = to_json(results, meta)
     args.out.mkdir(parents=True, exist_ok=True)

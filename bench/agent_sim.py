@@ -37,11 +37,20 @@ from router_service.catalog import Catalog, ModelSpec
 KINDS = ("control", "execution", "verification", "presentation", "final_synthesis")
 EDIT_COMMANDS = {"sed", "cp", "echo", "patch", "awk", "mkdir", "cat>"}
 RUN_COMMANDS = {"python", "python3", "pytest", "pip", "pip3"}
-BUDGET_LEVELS = {"tight": 0.5, "medium": 1.0, "generous": 3.0}
+# Budget = factor x what the task's planned steps cost on the strongest model: generous pays
+# for the strongest model with half again for retries, medium needs a mix, tight cheap models.
+BUDGET_LEVELS = {"tight": 0.25, "medium": 0.6, "generous": 1.5}
 RESERVE_SHARE = 0.15
 MAX_RETRIES = 3  # per step
-TASK_RETRY_CAP = 8  # hard_stop_after_retries: retries over the whole task
+RETRIES_PER_PLANNED_STEP = 1  # hard_stop_after_retries = this x the task's planned steps
 UNPRICED_AS = "gpt-5-nano"  # the self-hosted model's outcomes are costed at this model's prices
+# On a loaded shared machine the stack's fast consumer timeouts (bench/stack.py) rebalance the
+# learner's group mid-commit; these keep its membership through slow batches.
+LOADED_MACHINE_ENV = {
+    "BUDGET_ROUTER_LEARNER_SESSION_TIMEOUT_MS": "10000",
+    "BUDGET_ROUTER_LEARNER_HEARTBEAT_INTERVAL_MS": "1000",
+    "BUDGET_ROUTER_LEARNER_MAX_POLL_INTERVAL_MS": "30000",
+}
 STATIC_TIERS = {
     "control": "large",
     "execution": "medium",
@@ -138,12 +147,12 @@ def make_tasks(
 ) -> list[SimTask]:
     """Seeded tasks: a trace's first steps, planning first, an optional summary, a synthesis.
 
-    Budgets are a multiple (tight 0.5, medium 1, generous 3) of what the task's steps would
-    cost on the medium-tier model ``gpt-4.1-mini``.
+    Budgets are a multiple (``BUDGET_LEVELS``) of what the task's planned steps would cost on
+    the strongest priced model of the catalog.
     """
     rng = random.Random(seed)
     names = sorted(traces)
-    reference = catalog["gpt-4.1-mini"]
+    reference = catalog[strongest_model(catalog)]
     tasks = []
     for level, factor in BUDGET_LEVELS.items():
         for n in range(per_level):
@@ -160,6 +169,12 @@ def make_tasks(
             cost = sum(reference.token_cost(s.input_tokens, s.output_tokens) or 0 for s in steps)
             tasks.append(SimTask(f"{level}-{n}", level, round(factor * cost, 6), steps, n))
     return tasks
+
+
+def strongest_model(catalog: dict[str, ModelSpec]) -> str:
+    """The priced model of the highest tier, the dearest output among equals."""
+    priced = {m: s for m, s in catalog.items() if s.priced}
+    return max(priced, key=lambda m: (priced[m].tier_rank, priced[m].output_price_per_mtok))
 
 
 class World:
@@ -190,7 +205,7 @@ Chooser = Callable[[SimTask, int, int, SimStep], list[str] | None]
 def policies(world: World) -> dict[str, Chooser]:
     """Candidate lists per policy (None = let the router choose among every model)."""
     priced = {m: s for m, s in world.catalog.items() if s.priced}
-    strongest = max(priced, key=lambda m: (priced[m].tier_rank, priced[m].output_price_per_mtok))
+    strongest = strongest_model(world.catalog)
     cheapest = min(priced, key=lambda m: world.cost(m, 10_000, 1_000))
     by_tier = {
         kind: min(
@@ -234,7 +249,7 @@ def run_task(http: httpx.Client, world: World, task: SimTask, choose: Chooser) -
                 "max_input_tokens": 50_000_000,
                 "max_output_tokens": 5_000_000,
                 "reserve_for_final_synthesis": round(RESERVE_SHARE * task.budget, 6),
-                "hard_stop_after_retries": TASK_RETRY_CAP,
+                "hard_stop_after_retries": RETRIES_PER_PLANNED_STEP * len(task.steps),
             },
         },
     )
@@ -356,7 +371,7 @@ def run_policy(
     name: str, choose: Chooser, world: World, tasks: list[SimTask], seed: int, work: Path
 ) -> list[TaskResult]:
     """Every task, in order, on a fresh stack (so the learner learns from this policy alone)."""
-    config = StackConfig(data_dir=work / "data", seed=seed)
+    config = StackConfig(data_dir=work / "data", seed=seed, extra_env=dict(LOADED_MACHINE_ENV))
     with full_stack(config) as stack, stack.client() as http:
         return [run_task(http, world, task, choose) for task in tasks]
 
@@ -402,9 +417,12 @@ REPORT = """# Agent workload with budgets
   reasoning tokens; planning first (control), then per step execution (an edit: sed, cp, echo,
   patch...; otherwise extraction: cat, grep, find...) or verification (python, pytest, pip),
   an optional summary (presentation) and a final synthesis (800 output tokens).
-- Budgets: total_dollars = tight 0.5x, medium 1x, generous 3x what the task's planned steps
-  would cost on `gpt-4.1-mini`; {reserve:.0%} of it reserved for the final synthesis;
-  the governor's hard stop after {task_cap} retries in a task.
+- Budgets: total_dollars = {levels_text} what the task's planned steps would cost on the
+  strongest model (`{strongest}`): generous pays for the strongest model throughout with half
+  again for retries, medium needs a mix of models, tight mostly cheap ones (a user budgets
+  against the model they would otherwise use, not against a mid-tier one); {reserve:.0%} of it
+  reserved for the final synthesis; the governor's hard stop after {task_cap} retry per planned
+  step (a 16-step task may retry more often than a 6-step one).
 - Step success: P by the model's tier and the step kind, measured on RouterBench's train split
   (ARC -> control, MBPP -> execution, Winogrande -> verification, presentation = the tier's best
   eval, final synthesis = the tier's mean; tiers of the RouterBench models as in
@@ -535,7 +553,9 @@ def render(document: dict[str, Any]) -> str:
         max_steps=meta["max_steps"],
         reserve=RESERVE_SHARE,
         retries=MAX_RETRIES,
-        task_cap=TASK_RETRY_CAP,
+        task_cap=RETRIES_PER_PLANNED_STEP,
+        levels_text=", ".join(f"{k} {v:g}x" for k, v in BUDGET_LEVELS.items()),
+        strongest=meta["strongest"],
         rates=rates,
         header=HEADER,
         rows="\n".join(rows),
@@ -570,6 +590,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_level": per_level,
         "max_steps": max_steps,
         "success_rates": world.rates,
+        "strongest": strongest_model(catalog),
     }
     started = time.monotonic()
     document: dict[str, Any] = {"meta": meta, "policies": {}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -58,7 +58,10 @@ ROUTERBENCH_TIERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class BenchmarkTable:
-    """Per prompt (rows) and model (columns): correctness in [0, 1] and cost in dollars."""
+    """Per prompt (rows) and model (columns): correctness in [0, 1] and cost in dollars.
+
+    ``prompts`` holds each row's prompt text when the source has it (else it is empty).
+    """
 
     prompt_ids: list[str]
     eval_names: list[str]
@@ -67,6 +70,7 @@ class BenchmarkTable:
     models: list[str]
     correct: NDArray[np.float64]
     cost: NDArray[np.float64]
+    prompts: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.prompt_ids)

@@ -31,9 +31,13 @@ NAMESPACE_LETTERS: dict[str, str] = {
     "model": "m",
     "cost": "p",
     "recent": "r",
+    "content": "w",
+    "client": "f",
+    "embedding": "e",
 }
-# Shared x action pairs: what about the step, task and signals makes which model good.
-INTERACTIONS = ("sm", "tm", "gm", "cm", "sp", "gp", "sr")
+# Shared x action pairs: what about the step, task, signals and the request's content (its
+# words, a client's features, an embedding) makes which model good.
+INTERACTIONS = ("sm", "tm", "gm", "cm", "sp", "gp", "sr", "wm", "fm", "em")
 _UNSAFE = re.compile(r"[\s|:]+")
 
 
@@ -126,10 +130,14 @@ class VWPolicyModel:
         self.args = args
 
     @classmethod
-    def create(cls, exploration: ExplorationSpec, seed: int = 0) -> VWPolicyModel:
+    def create(
+        cls, exploration: ExplorationSpec, seed: int = 0, learning: str = ""
+    ) -> VWPolicyModel:
+        """A fresh model; ``learning`` adds VW options such as ``-l 0.1 --cb_type mtr``."""
         interactions = " ".join(f"-q {pair}" for pair in INTERACTIONS)
         args = (
-            f"--cb_explore_adf {exploration.vw_args()} {interactions} --random_seed {seed} --quiet"
+            f"--cb_explore_adf {exploration.vw_args()} {interactions} {learning} "
+            f"--random_seed {seed} --quiet"
         )
         return cls(vowpalwabbit.Workspace(args), args)
 

@@ -198,8 +198,11 @@ def _decide(
     context: Mapping[str, float | str] | None,
     candidates: list[str] | None,
     confirmed: bool,
+    prompt: str | None = None,
 ) -> _Call[Decision]:
     body: dict[str, Any] = {"task_id": task_id, "step": _dump(step), "confirmed": confirmed}
+    if prompt is not None:
+        body["prompt"] = prompt
     if signals is not None:
         body["signals"] = _dump(signals)
     if context is not None:
@@ -317,9 +320,13 @@ class BudgetRouterClient(_ClientBase):
         context: Mapping[str, float | str] | None = None,
         candidates: list[str] | None = None,
         confirmed: bool = False,
+        prompt: str | None = None,
     ) -> Decision:
-        """Ask which model runs the next step; never resent once it may have been applied."""
-        return self._run(_decide(task_id, step, signals, context, candidates, confirmed))
+        """Ask which model runs the next step; never resent once it may have been applied.
+
+        ``prompt`` (the step's prompt text) lets the policy see what the step asks.
+        """
+        return self._run(_decide(task_id, step, signals, context, candidates, confirmed, prompt))
 
     def report(
         self,
@@ -456,9 +463,14 @@ class AsyncBudgetRouterClient(_ClientBase):
         context: Mapping[str, float | str] | None = None,
         candidates: list[str] | None = None,
         confirmed: bool = False,
+        prompt: str | None = None,
     ) -> Decision:
-        """Ask which model runs the next step; never resent once it may have been applied."""
-        return await self._run(_decide(task_id, step, signals, context, candidates, confirmed))
+        """Ask which model runs the next step; never resent once it may have been applied.
+
+        ``prompt`` (the step's prompt text) lets the policy see what the step asks.
+        """
+        call = _decide(task_id, step, signals, context, candidates, confirmed, prompt)
+        return await self._run(call)
 
     async def report(
         self,

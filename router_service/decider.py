@@ -101,6 +101,9 @@ def decide(
         task_type=task.task_type,
         tags=task.tags,
         context=request.context,
+        prompt=request.prompt,
+        client_features=request.features,
+        embedding=request.embedding,
     )
     decision_id = f"dec_{new_event_id()}"
     with state.ledger.transaction(task.task_id) as txn:
@@ -214,6 +217,7 @@ def decide(
         governor_action=action,
         reserved_dollars=reserved,
         total_dollars=task.budget.total_dollars,
+        prompt=request.prompt if state.settings.log_prompts else None,
     )
     return decision, event
 

@@ -84,6 +84,9 @@ class DecisionEvent(EventBase):
     governor_action: str = "proceed"
     reserved_dollars: float = Field(0.0, ge=0)
     total_dollars: float | None = Field(None, gt=0, description="the task's dollar cap")
+    prompt: str | None = Field(
+        None, description="the step's prompt text, only when the operator logs prompts"
+    )
 
 
 class OutcomeEvent(EventBase):

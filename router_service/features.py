@@ -1,12 +1,61 @@
-"""Routing features: what VW sees of a step (shared) and of each candidate model (action)."""
+"""Routing features: what VW sees of a step (shared) and of each candidate model (action).
+
+A step may carry what its prompt asks: the text (turned here into hashed word uni- and bigrams,
+namespace ``content``), a client's own named features (``client``) or an embedding
+(``embedding``). VW crosses each with the model namespace, so it learns which model suits which
+kind of request. Only hashes reach the events, never the words.
+"""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import re
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 from learner.vw_model import Namespaces
 from router_service.catalog import ModelSpec
 from router_service.schemas import Signals, Step
+
+# The ask of a prompt usually comes last (after system text and examples): keep its tail.
+CONTENT_CHARS = 1_000
+_WORD = re.compile(r"[a-z0-9]+")
+_BIGRAM_MIX = 0x9E3779B1
+
+
+def content_features(prompt: str) -> dict[str, float]:
+    """Hashed word unigrams and bigrams of the prompt's last ``CONTENT_CHARS``, L2-normalised."""
+    ids = [_word_id(w) for w in _WORD.findall(prompt[-CONTENT_CHARS:].lower())]
+    grams = Counter(ids)
+    grams.update([(a * _BIGRAM_MIX ^ b) & 0xFFFFFFFF for a, b in itertools.pairwise(ids)])
+    if not grams:
+        return {}
+    norm = 1.0 / math.sqrt(sum(count * count for count in grams.values()))
+    return {f"{gram:08x}": count * norm for gram, count in grams.items()}
+
+
+@functools.lru_cache(maxsize=65_536)
+def _word_id(word: str) -> int:
+    return zlib.crc32(word.encode())
+
+
+def request_features(
+    prompt: str | None,
+    client_features: Mapping[str, float] | None,
+    embedding: Sequence[float] | None,
+) -> dict[str, dict[str, float | str | bool]]:
+    """The namespaces of what the step asks, for those of the three the client sent."""
+    namespaces: dict[str, dict[str, float | str | bool]] = {}
+    if prompt:
+        namespaces["content"] = dict(content_features(prompt))
+    if client_features:
+        namespaces["client"] = dict(client_features)
+    if embedding:
+        namespaces["embedding"] = {f"e{i}": float(v) for i, v in enumerate(embedding)}
+    return namespaces
 
 
 def shared_features(
@@ -17,6 +66,9 @@ def shared_features(
     task_type: str,
     tags: dict[str, str],
     context: dict[str, float | str],
+    prompt: str | None = None,
+    client_features: Mapping[str, float] | None = None,
+    embedding: Sequence[float] | None = None,
 ) -> dict[str, dict[str, float | str | bool]]:
     """Features of the step, the task and its state, shared by every candidate."""
     confidence = 0.5 if signals.prior_confidence is None else signals.prior_confidence
@@ -42,6 +94,7 @@ def shared_features(
             "context_pressure": signals.context_pressure,
         },
         "context": dict(context),
+        **request_features(prompt, client_features, embedding),
     }
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from router_service.events import CostSource
 
@@ -22,6 +22,11 @@ StepKind = Literal[
     "control", "execution", "verification", "presentation", "final_synthesis", "handoff"
 ]
 ID_PATTERN = r"^[A-Za-z0-9._:@/-]{1,128}$"
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+MAX_PROMPT_CHARS = 200_000
+MAX_CLIENT_FEATURES = 64
+MAX_EMBEDDING = 1_024
 
 
 class Strict(BaseModel):
@@ -86,6 +91,21 @@ class DecideRequest(Strict):
     context: dict[str, float | str] = Field(default_factory=dict, max_length=32)
     candidates: list[str] | None = Field(None, min_length=1)
     confirmed: bool = Field(False, description="the agent confirms an expensive branch")
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="the step's prompt text; only hashed word n-grams of its tail are used",
+    )
+    features: dict[FeatureName, FiniteFloat] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CLIENT_FEATURES,
+        description="the client's own features of the request, name -> finite number",
+    )
+    embedding: list[FiniteFloat] | None = Field(
+        None, min_length=1, max_length=MAX_EMBEDDING, description="the client's embedding"
+    )
 
 
 class Alternative(BaseModel):

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     )
     proxy: ProxySettings = ProxySettings()
 
+    log_prompts: bool = Field(
+        False, description="put the step's prompt text in decision events (else only hashes)"
+    )
+
     @field_validator("ledger_uri")
     @classmethod
     def _known_store(cls, uri: str | None) -> str | None:

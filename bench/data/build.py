@@ -85,6 +85,31 @@ def build_mmlu_pro(source: Path) -> None:
         )
 
 
+def build_prompts(source: Path) -> None:
+    """The prompt text of every RouterBench prompt and MMLU-Pro question the tables hold."""
+    target = str(HERE / "prompts.parquet").replace("'", "''")
+    routerbench, questions = (
+        str(source / f) for f in ("routerbench_subset.parquet", "mmlu_pro_questions.parquet")
+    )
+    mmlu = str(HERE / "mmlu_pro.parquet").replace("'", "''")
+    with duckdb.connect() as con:
+        con.execute(
+            f"""
+            COPY (
+              SELECT DISTINCT 'routerbench' AS dataset,
+                     sample_id || ':' || left(md5(prompt), 8) AS prompt_id, prompt
+              FROM read_parquet('{routerbench}') WHERE correct IS NOT NULL
+              UNION ALL
+              SELECT 'mmlu_pro', q.question_id,
+                     q.question || chr(10) || array_to_string(q.options, chr(10))
+              FROM read_parquet('{questions}') q
+              WHERE q.question_id IN (SELECT DISTINCT prompt_id FROM read_parquet('{mmlu}'))
+              ORDER BY dataset, prompt_id)
+            TO '{target}' (FORMAT parquet, COMPRESSION zstd)
+            """
+        )
+
+
 def build_agent_steps(source: Path) -> None:
     """Per-step token counts of the real agent traces, with the action's command word."""
     traces = str(source / "agent_step_traces.parquet")
@@ -114,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     build_routerbench(args.source)
     build_mmlu_pro(args.source)
+    build_prompts(args.source)
     build_agent_steps(args.source)
     for path in sorted(HERE.glob("*.parquet")):
         print(f"{path.name}: {path.stat().st_size / 1e6:.2f} MB")

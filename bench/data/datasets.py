@@ -9,7 +9,7 @@ strong/weak pair of the RouteLLM-style baseline.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from learner.benchmark_data import (
 )
 
 DATA_DIR = Path(__file__).resolve().parent
+PROMPTS_PATH = DATA_DIR / "prompts.parquet"
 MMLU_PRO_TIERS: dict[str, str] = {
     "gpt4o@2024-05-20": "frontier",
     "Meta-Llama-3_1-70B-Instruct_5shots": "large",
@@ -66,7 +67,9 @@ def routerbench(path: Path = DATA_DIR / "routerbench.parquet") -> RoutingDataset
     (input = output) fitted on the train split: its total cost over its total estimated tokens
     (1.3 x prompt words + 200 expected output tokens). Outcomes report the data's real cost.
     """
-    train, test = load_routerbench(path, "train"), load_routerbench(path, "test")
+    train, test = (
+        with_prompts(load_routerbench(path, split), "routerbench") for split in ("train", "test")
+    )
     out = 200
     tokens = float(np.sum(np.round(TOKENS_PER_WORD * train.prompt_words) + out))
     catalog = []
@@ -91,7 +94,7 @@ def mmlu_pro(
 ) -> RoutingDataset:
     """MMLU-Pro (5-shot CoT outputs), costs from LiteLLM prices (see PROVENANCE.md)."""
     prices = json.loads(prices_path.read_text())
-    tables = [_mmlu_table(path, split) for split in ("train", "test")]
+    tables = [with_prompts(_mmlu_table(path, split), "mmlu_pro") for split in ("train", "test")]
     catalog = [
         _entry(
             model,
@@ -140,6 +143,21 @@ def _mmlu_table(path: Path, split: str) -> BenchmarkTable:
         correct=correct,
         cost=cost,
     )
+
+
+def with_prompts(table: BenchmarkTable, dataset: str, path: Path = PROMPTS_PATH) -> BenchmarkTable:
+    """``table`` with each row's prompt text from ``prompts.parquet``."""
+    with duckdb.connect() as con:
+        texts = dict(
+            con.execute(
+                "SELECT prompt_id, prompt FROM read_parquet(?) WHERE dataset = ?",
+                [str(path), dataset],
+            ).fetchall()
+        )
+    missing = [p for p in table.prompt_ids if p not in texts]
+    if missing:
+        raise KeyError(f"{len(missing)} prompts of {dataset} have no text, e.g. {missing[0]!r}")
+    return replace(table, prompts=[texts[p] for p in table.prompt_ids])
 
 
 def _entry(model: str, tier: str, input_price: float, output_price: float) -> dict[str, Any]:

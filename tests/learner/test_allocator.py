@@ -54,3 +54,20 @@ def test_invalid_parameters_are_refused(kwargs: dict[str, float], match: str) ->
 def test_foreign_state_version_is_refused() -> None:
     with pytest.raises(ValueError, match="allocator state version: expected 1"):
         BudgetAllocator.from_state({"version": 7})
+
+
+def test_a_domains_own_target_sets_where_its_price_settles() -> None:
+    allocator = BudgetAllocator(initial=0.0, step=0.2, target=0.5, targets={"cheap": 0.25})
+    for _ in range(3_000):  # spend falls as the price rises: ratio = 1 / (1 + lambda)
+        for domain in ("cheap", "eng"):
+            allocator.observe_task(domain, 1.0 / (1.0 + allocator.price(domain)), 1.0)
+    assert allocator.target_of("cheap") == 0.25 and allocator.target_of("eng") == 0.5
+    assert allocator.price("cheap") == pytest.approx(3.0, abs=0.1)
+    assert allocator.price("eng") == pytest.approx(1.0, abs=0.05)
+    restored = BudgetAllocator.from_state(json.loads(json.dumps(allocator.to_state())))
+    assert restored.target_of("cheap") == 0.25
+
+
+def test_domain_targets_outside_the_unit_interval_are_refused() -> None:
+    with pytest.raises(ValueError, match="domain targets must be in"):
+        BudgetAllocator(initial=1.0, step=0.1, target=0.5, targets={"eng": 1.5})

@@ -246,3 +246,17 @@ def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
     assert max(policy.delay(0, rng) for _ in range(50)) <= 0.1
     assert policy.delay(0, rng, retry_after=0.3) == 0.3
     assert policy.delay(0, rng, retry_after=30) == 0.5
+
+
+def test_decide_sends_the_prompt_only_when_given(client: TestClient) -> None:
+    router = BudgetRouterClient(http=client)
+    task = router.open_task("research", Budget(**budget()), trust_domain="eng")
+    decision = router.decide(task.task_id, Step(**step()), prompt="Summarise the report.")
+    assert decision.model is not None
+    script = Recorder(httpx.Response(503))
+    with pytest.raises(ClientError):
+        script.client().decide("t-1", Step(**step()), prompt="Summarise the report.")
+    assert script.body()["prompt"] == "Summarise the report."
+    with pytest.raises(ClientError):
+        script.client().decide("t-1", Step(**step()))
+    assert "prompt" not in script.body()

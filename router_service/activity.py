@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router_service.schemas import Decision, LedgerView, OutcomeReport, Task
-from router_service.served import ServedDecision
-from router_service.tasks import DecisionRef, pack, unpack
+from router_service.served import ServedDecision, unpack
+from router_service.tasks import DecisionRef
 
 NO_MODEL = "(no model)"
 BUCKET_STEPS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
@@ -73,7 +73,7 @@ class DecisionRecord:
             trust_domain=task.trust_domain,
             task_type=task.task_type,
             haystack=" ".join(words).lower(),
-            payload=pack(decision.json),
+            payload=decision.packed,
         )
 
     def decision_json(self) -> dict[str, Any]:

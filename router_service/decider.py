@@ -28,7 +28,7 @@ from router_service.governor import (
 from router_service.ledger import Reservation, TaskBooks
 from router_service.policy import Choice, RoutingPolicy
 from router_service.schemas import DecideRequest, Task
-from router_service.served import ServedDecision, explored
+from router_service.served import ServedDecision, explored, pack
 from router_service.state import RouterState
 from router_service.trust import ResolvedDomain
 
@@ -189,7 +189,8 @@ def decide(
         reserved_dollars=reserved,
         created_at=created_at.timestamp(),
         ledger=after,
-        json=orjson.dumps(body),
+        json=(answer := orjson.dumps(body)),
+        packed=pack(answer),
     )
     if plan.stop is not None or chosen is None or choice is None:
         return decision, None

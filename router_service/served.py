@@ -7,6 +7,7 @@ instead of a validated ``Decision`` model, which would cost more than the decisi
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from router_service.schemas import Decision, LedgerView
@@ -33,6 +34,7 @@ class ServedDecision:
     created_at: float  # unix seconds
     ledger: LedgerView  # the task's books after the decision
     json: bytes
+    packed: bytes  # ``json`` compressed once, for the ledger store and the activity log
 
     @classmethod
     def of(cls, decision: Decision) -> ServedDecision:
@@ -52,13 +54,23 @@ class ServedDecision:
             reserved_dollars=decision.reserved_dollars,
             created_at=decision.created_at.timestamp(),
             ledger=decision.ledger,
-            json=decision.model_dump_json().encode(),
+            json=(body := decision.model_dump_json().encode()),
+            packed=pack(body),
         )
 
     @property
     def is_step(self) -> bool:
         """Whether a model was handed a step (an outcome is expected)."""
         return self.model is not None and self.action != "require_confirmation"
+
+
+def pack(decision_json: bytes) -> bytes:
+    """A decision's JSON, compressed for keeping (fast level: it is on the hot path)."""
+    return zlib.compress(decision_json, 1)
+
+
+def unpack(packed: bytes) -> bytes:
+    return zlib.decompress(packed)
 
 
 def _top(decision: Decision) -> float | None:

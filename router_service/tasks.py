@@ -9,26 +9,16 @@ task's status is re-checked by the store whenever its books change.
 from __future__ import annotations
 
 import uuid
-import zlib
 from datetime import UTC, datetime
 
 from router_service.bounded_cache import BoundedCache
 from router_service.ledger import DecisionRef, LedgerStore
 from router_service.schemas import Decision, Task, TaskCreate
-from router_service.served import ServedDecision
+from router_service.served import ServedDecision, unpack
 
-__all__ = ["DecisionRef", "TaskRecord", "TaskStore", "pack", "unpack"]
+__all__ = ["DecisionRef", "TaskRecord", "TaskStore"]
 CACHED_TASKS = 4096
 CACHED_DECISIONS = 16384
-
-
-def pack(decision_json: bytes) -> bytes:
-    """A decision's JSON, compressed for storing (fast level: it is on the hot path)."""
-    return zlib.compress(decision_json, 1)
-
-
-def unpack(packed: bytes) -> bytes:
-    return zlib.decompress(packed)
 
 
 class TaskRecord:
@@ -98,7 +88,7 @@ class TaskStore:
             decision.max_output_tokens,
             decision.reserved_dollars,
         )
-        self._store.add_decision(ref, pack(decision.json), decision.is_step)
+        self._store.add_decision(ref, decision.packed, decision.is_step)
         self._decisions.put(ref.decision_id, ref)
 
     def decision(self, decision_id: str) -> DecisionRef:

@@ -1,13 +1,13 @@
 """What the ledger store costs a decision: memory, SQLite (WAL) and PostgreSQL, side by side.
 
-``python -m bench.ledger_store [--decisions 20000] [--postgres-uri URI] [--out FILE.md]``
-drives each store the way the router does for one step, one thread, no HTTP: the decision's
-transaction (lock the task's books, read the headroom, reserve), the decision's history row
-(``add_decision`` with a 1 KB compressed decision), and the outcome (``settle`` then
-``view``). A task is opened every 20 decisions and closed after its last outcome. Without
-``--postgres-uri`` it starts a throwaway PostgreSQL cluster from Debian's binaries. PostgreSQL
-is measured twice: as configured, and with ``synchronous_commit=off`` for the session (set in
-the URI), which stops waiting for the WAL flush at commit.
+``python -m bench.ledger_store [--decisions 20000] [--postgres-uri URI] [--out FILE.md]`` drives
+each store the way the router does for one step, one thread, no HTTP: the decision's transaction
+(lock the task's books, read the headroom, reserve and record the decision's history row, a 1 KB
+compressed decision), and the outcome (``settle`` then ``view``). A task is opened every 20
+decisions and closed after its last outcome. Without ``--postgres-uri`` it starts a throwaway
+PostgreSQL cluster from Debian's binaries. PostgreSQL is measured twice: as configured, and with
+``synchronous_commit=off`` for the session (set in the URI), which stops waiting for the WAL
+flush at commit.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ class Timings:
     """Seconds per call of each phase, and the wall time of the whole run."""
 
     reserve: list[float]
-    record: list[float]
     settle: list[float]
     cycle: list[float]
     wall_s: float
@@ -71,7 +70,7 @@ def drive(store: LedgerStore, decisions: int, seed: int, prefix: str) -> Timings
     """``decisions`` decide-then-report cycles against ``store``, timed phase by phase."""
     rng = random.Random(seed)
     packed = rng.randbytes(PACKED_BYTES)
-    timings = Timings([], [], [], [], 0.0)
+    timings = Timings([], [], [], 0.0)
     clock = time.perf_counter
     started = clock()
     for n in range(decisions):
@@ -90,17 +89,15 @@ def drive(store: LedgerStore, decisions: int, seed: int, prefix: str) -> Timings
                 )
             )
             txn.books.view()
+            ref = DecisionRef(decision_id, task_id, "m", "proceed", "execution", "x", 450, dollars)
+            txn.record(ref, packed, is_step=True)
         t1 = clock()
-        ref = DecisionRef(decision_id, task_id, "m", "proceed", "execution", "x", 450, dollars)
-        store.add_decision(ref, packed, is_step=True)
-        t2 = clock()
         store.settle(decision_id, dollars / 2, 2_000, 200)
         store.view(task_id)
-        t3 = clock()
+        t2 = clock()
         timings.reserve.append(t1 - t0)
-        timings.record.append(t2 - t1)
-        timings.settle.append(t3 - t2)
-        timings.cycle.append(t3 - t0)
+        timings.settle.append(t2 - t1)
+        timings.cycle.append(t2 - t0)
         if n % DECISIONS_PER_TASK == DECISIONS_PER_TASK - 1:
             store.close_task(task_id)
     timings.wall_s = clock() - started
@@ -181,7 +178,7 @@ def summarise(name: str, timings: Timings) -> dict[str, float | str]:
         "store": name,
         "decisions_per_s": len(timings.cycle) / timings.wall_s,
     }
-    for phase in ("reserve", "record", "settle", "cycle"):
+    for phase in ("reserve", "settle", "cycle"):
         values = getattr(timings, phase)
         row[f"{phase}_p50_us"] = _percentile(values, 50) * 1e6
         row[f"{phase}_p99_us"] = _percentile(values, 99) * 1e6
@@ -252,17 +249,17 @@ def markdown(
         f"outcome; seed {seed}",
         "",
         "Phases of one cycle: **reserve** = the decision's transaction (lock the task's books, "
-        "read the headroom, commit the reservation); **record** = the decision's history row "
-        f"(a {PACKED_BYTES}-byte compressed decision); **settle** = the outcome (settle, then "
+        "read the headroom, commit the reservation with the decision's history row, a "
+        f"{PACKED_BYTES}-byte compressed decision); **settle** = the outcome (settle, then "
         "read the books back). Times in microseconds.",
         "",
-        "| store | decisions/s | reserve p50 | reserve p99 | record p50 | record p99 "
+        "| store | decisions/s | reserve p50 | reserve p99 "
         "| settle p50 | settle p99 | cycle p50 | cycle p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = [row["store"], f"{row['decisions_per_s']:.0f}"]
-        for phase in ("reserve", "record", "settle", "cycle"):
+        for phase in ("reserve", "settle", "cycle"):
             cells += [f"{row[f'{phase}_p50_us']:.0f}", f"{row[f'{phase}_p99_us']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

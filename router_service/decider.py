@@ -27,7 +27,7 @@ from router_service.governor import (
 )
 from router_service.ledger import Reservation, TaskBooks
 from router_service.policy import Choice, RoutingPolicy
-from router_service.schemas import DecideRequest, Task
+from router_service.schemas import DecideRequest, LedgerView, Task
 from router_service.served import ServedDecision, explored, pack
 from router_service.state import RouterState
 from router_service.trust import ResolvedDomain
@@ -138,7 +138,58 @@ def decide(
                 )
             )
             reserved = chosen.reservation
-        after = books.view()
+        decision = _served(
+            decision_id, request, task, domain, policy, plan, candidates, drawn_from, choice,
+            reserved, before, books.view(),
+        )  # fmt: skip
+        txn.record(decision.ref(), decision.packed, decision.is_step)
+    if plan.stop is not None or chosen is None or choice is None:
+        return decision, None
+    event = DecisionEvent(
+        task_id=task.task_id,
+        decision_id=decision_id,
+        occurred_at=datetime.fromtimestamp(decision.created_at, UTC),
+        trust_domain=task.trust_domain,
+        task_type=task.task_type,
+        step_kind=request.step.kind,
+        step_type=request.step.type,
+        input_tokens=request.step.input_tokens,
+        expected_output_tokens=request.step.expected_output_tokens,
+        granted_max_output_tokens=chosen.grant,
+        optional=request.step.optional,
+        actions=[c.model.id for c in drawn_from],
+        pmf=choice.pmf,
+        chosen_index=choice.index,
+        model=chosen.model.id,
+        propensity=choice.propensity,
+        estimated_costs=[c.estimated_cost for c in drawn_from],
+        shared_features=shared,
+        action_features=[features.of(c) for c in drawn_from],
+        policy_version=policy.version,
+        governor_action=decision.action,
+        reserved_dollars=reserved,
+        total_dollars=task.budget.total_dollars,
+        prompt=request.prompt if state.settings.log_prompts else None,
+    )
+    return decision, event
+
+
+def _served(
+    decision_id: str,
+    request: DecideRequest,
+    task: Task,
+    domain: ResolvedDomain,
+    policy: RoutingPolicy,
+    plan: Plan,
+    candidates: list[Costed],
+    drawn_from: list[Costed],
+    choice: Choice | None,
+    reserved: float,
+    before: LedgerView,
+    after: LedgerView,
+) -> ServedDecision:
+    """The decision's answer as plain data, serialised once, with its summary fields."""
+    chosen = drawn_from[choice.index] if choice is not None else None
     action = primary_action(plan)
     probabilities = {}
     if choice is not None:
@@ -174,7 +225,7 @@ def decide(
         "ledger": after.model_dump(),
         "created_at": created_at,
     }
-    decision = ServedDecision(
+    return ServedDecision(
         decision_id=decision_id,
         task_id=task.task_id,
         model=model,
@@ -192,35 +243,6 @@ def decide(
         json=(answer := orjson.dumps(body)),
         packed=pack(answer),
     )
-    if plan.stop is not None or chosen is None or choice is None:
-        return decision, None
-    event = DecisionEvent(
-        task_id=task.task_id,
-        decision_id=decision_id,
-        occurred_at=created_at,
-        trust_domain=task.trust_domain,
-        task_type=task.task_type,
-        step_kind=request.step.kind,
-        step_type=request.step.type,
-        input_tokens=request.step.input_tokens,
-        expected_output_tokens=request.step.expected_output_tokens,
-        granted_max_output_tokens=chosen.grant,
-        optional=request.step.optional,
-        actions=[c.model.id for c in drawn_from],
-        pmf=choice.pmf,
-        chosen_index=choice.index,
-        model=chosen.model.id,
-        propensity=choice.propensity,
-        estimated_costs=[c.estimated_cost for c in drawn_from],
-        shared_features=shared,
-        action_features=[features.of(c) for c in drawn_from],
-        policy_version=policy.version,
-        governor_action=action,
-        reserved_dollars=reserved,
-        total_dollars=task.budget.total_dollars,
-        prompt=request.prompt if state.settings.log_prompts else None,
-    )
-    return decision, event
 
 
 class _ActionFeatures:

@@ -44,6 +44,7 @@ class _Transaction:
         self._store = store
         self._entry = entry
         self._added: list[str] = []
+        self._history: list[tuple[DecisionRef, bytes, bool]] = []
 
     def __enter__(self) -> _Transaction:
         self._entry.lock.acquire()
@@ -64,6 +65,12 @@ class _Transaction:
             for decision_id in self._added:
                 del self._entry.reservations[decision_id]
                 del self._store._owner[decision_id]
+        else:
+            for ref, packed, is_step in self._history:
+                self._entry.decision_ids.append(ref.decision_id)
+                if is_step:
+                    self._entry.step_decision_ids.append(ref.decision_id)
+                self._store._decisions[ref.decision_id] = (ref, packed)
         self._entry.lock.release()
 
     def reserve(self, reservation: Reservation) -> None:
@@ -71,6 +78,9 @@ class _Transaction:
         self._entry.reservations[reservation.decision_id] = reservation
         self._store._owner[reservation.decision_id] = reservation.task_id
         self._added.append(reservation.decision_id)
+
+    def record(self, ref: DecisionRef, packed: bytes, is_step: bool) -> None:
+        self._history.append((ref, packed, is_step))
 
 
 class InMemoryLedger:
@@ -156,14 +166,6 @@ class InMemoryLedger:
         with entry.lock:
             self._expire_entry(entry)
             return entry.books.view()
-
-    def add_decision(self, ref: DecisionRef, packed: bytes, is_step: bool) -> None:
-        entry = self._entry(ref.task_id)
-        with entry.lock:
-            entry.decision_ids.append(ref.decision_id)
-            if is_step:
-                entry.step_decision_ids.append(ref.decision_id)
-            self._decisions[ref.decision_id] = (ref, packed)
 
     def decision(self, decision_id: str) -> DecisionRef:
         found = self._decisions.get(decision_id)

@@ -53,6 +53,7 @@ class _SqlTransaction:
         self._task_id = task_id
         self._stack = ExitStack()
         self._pending: list[Reservation] = []
+        self._history: list[tuple[DecisionRef, bytes, bool]] = []
 
     def __enter__(self) -> _SqlTransaction:
         self._conn = self._stack.enter_context(self._store._txn())
@@ -71,12 +72,19 @@ class _SqlTransaction:
         self.books.reserve(reservation)
         self._pending.append(reservation)
 
+    def record(self, ref: DecisionRef, packed: bytes, is_step: bool) -> None:
+        """The decision's history row, written on exit with the reservation."""
+        self._history.append((ref, packed, is_step))
+
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None and (self._dirty or self._pending):
+        if exc[0] is None:
             try:
-                self._store._commit_reservations(
-                    self._conn, self._task_id, self._pending, self.books
-                )
+                if self._dirty or self._pending:
+                    self._store._commit_reservations(
+                        self._conn, self._task_id, self._pending, self.books
+                    )
+                for ref, packed, is_step in self._history:
+                    self._store._insert_decision(self._conn, ref, packed, is_step)
             except BaseException:
                 self._stack.__exit__(*sys.exc_info())
                 raise
@@ -150,10 +158,10 @@ class SqlLedgerStore:
     ) -> None:
         """Write the transaction's reservations and the books they changed."""
         for reservation in reservations:
-            self._insertreservation_from_row(conn, reservation)
+            self._insert_reservation(conn, reservation)
         self._write_books(conn, task_id, books)
 
-    def _insertreservation_from_row(self, conn: Any, r: Reservation) -> None:
+    def _insert_reservation(self, conn: Any, r: Reservation) -> None:
         self._run(conn, INSERT_RESERVATION, reservation_params(r))
 
     def _record(self, conn: Any, settlement: Settlement) -> None:
@@ -310,8 +318,9 @@ class SqlLedgerStore:
             created_at=datetime.fromisoformat(created),
         )
 
-    def add_decision(self, ref: DecisionRef, packed: bytes, is_step: bool) -> None:
-        self._write_one(
+    def _insert_decision(self, conn: Any, ref: DecisionRef, packed: bytes, is_step: bool) -> None:
+        self._run(
+            conn,
             f"INSERT INTO ledger_decisions ({REF_COLUMNS}, is_step, packed) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*ref, int(is_step), packed),

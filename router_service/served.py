@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from router_service.ledger import DecisionRef
 from router_service.schemas import Decision, LedgerView
 
 TOP_TOLERANCE = 1e-9
@@ -56,6 +57,19 @@ class ServedDecision:
             ledger=decision.ledger,
             json=(body := decision.model_dump_json().encode()),
             packed=pack(body),
+        )
+
+    def ref(self) -> DecisionRef:
+        """What an outcome for this decision needs to know about it."""
+        return DecisionRef(
+            self.decision_id,
+            self.task_id,
+            self.model,
+            self.action,
+            self.step_kind,
+            self.step_type,
+            self.max_output_tokens,
+            self.reserved_dollars,
         )
 
     @property

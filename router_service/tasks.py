@@ -76,20 +76,9 @@ class TaskStore:
         self._tasks.put(task_id, task)
         return TaskRecord(task, self._store)
 
-    def add_decision(self, decision: ServedDecision) -> None:
-        """Keep a decision and its JSON."""
-        ref = DecisionRef(
-            decision.decision_id,
-            decision.task_id,
-            decision.model,
-            decision.action,
-            decision.step_kind,
-            decision.step_type,
-            decision.max_output_tokens,
-            decision.reserved_dollars,
-        )
-        self._store.add_decision(ref, decision.packed, decision.is_step)
-        self._decisions.put(ref.decision_id, ref)
+    def remember(self, decision: ServedDecision) -> None:
+        """Cache a decision the ledger store has just recorded (outcomes look it up next)."""
+        self._decisions.put(decision.decision_id, decision.ref())
 
     def decision(self, decision_id: str) -> DecisionRef:
         ref = self._decisions.get(decision_id)

@@ -33,9 +33,10 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
 def make_decision(
     state: RouterState, body: DecideRequest, task: Task, started: float
 ) -> ServedDecision:
-    """Decide a step for an open task, record and publish it; ``started`` is perf_counter."""
+    """Decide a step for an open task (the ledger records it), publish it; ``started`` is
+    perf_counter."""
     decision, event = decide(body, task, state)
-    state.tasks.add_decision(decision)
+    state.tasks.remember(decision)
     if event is not None:
         state.publisher.publish(event)
     state.activity.record(decision, task)

@@ -94,6 +94,11 @@ def reserve(store: LedgerStore, r: Reservation) -> None:
         txn.reserve(r)
 
 
+def record(store: LedgerStore, r: DecisionRef, packed: bytes, is_step: bool) -> None:
+    with store.transaction(r.task_id) as txn:
+        txn.record(r, packed, is_step)
+
+
 def ref(decision_id: str, task_id: str = "t", model: str | None = "m") -> DecisionRef:
     return DecisionRef(decision_id, task_id, model, "proceed", "execution", "x", 100, 0.1)
 
@@ -121,9 +126,11 @@ def test_a_failed_decision_commits_nothing(store: LedgerStore) -> None:
     store.open_task(task())
     with pytest.raises(RuntimeError), store.transaction("t") as txn:
         txn.reserve(reservation("d1", 0.3))
+        txn.record(ref("d1"), b"answer", is_step=True)
         raise RuntimeError("the decision failed after reserving")
     view = store.view("t")
     assert (view.reserved_dollars, view.steps) == (0, 0)
+    assert store.packed_decisions("t") == []
     with pytest.raises(NotFound):
         store.settle("d1", 0.1, 1, 1)
 
@@ -205,9 +212,9 @@ def test_tasks_and_decisions_round_trip(store: LedgerStore) -> None:
         store.task("nope")
     with pytest.raises(NotFound, match="unknown task"):
         store.view("nope")
-    store.add_decision(ref("d1"), b"first", is_step=True)
-    store.add_decision(ref("d2", model=None), b"second", is_step=False)
-    store.add_decision(ref("d3"), b"third", is_step=True)
+    record(store, ref("d1"), b"first", is_step=True)
+    record(store, ref("d2", model=None), b"second", is_step=False)
+    record(store, ref("d3"), b"third", is_step=True)
     assert store.decision("d2") == ref("d2", model=None)
     assert store.packed_decisions("t") == [b"first", b"second", b"third"]
     assert store.step_decision_ids("t") == ["d1", "d3"]
@@ -220,8 +227,9 @@ def test_purge_drops_closed_tasks_with_nothing_open_and_their_history(
 ) -> None:
     for task_id in ("done", "in-flight", "open"):
         store.open_task(task(task_id))
-        store.add_decision(ref(f"{task_id}-d", task_id), b"x", is_step=True)
-        reserve(store, reservation(f"{task_id}-d", 0.1, task_id=task_id))
+        with store.transaction(task_id) as txn:
+            txn.reserve(reservation(f"{task_id}-d", 0.1, task_id=task_id))
+            txn.record(ref(f"{task_id}-d", task_id), b"x", is_step=True)
     store.settle("done-d", 0.1, 1, 1)
     store.close_task("done")
     store.close_task("in-flight")

@@ -11,7 +11,7 @@ import functools
 import math
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -70,13 +70,25 @@ def namespace_text(namespaces: Namespaces) -> str:
         letter = NAMESPACE_LETTERS.get(name)
         if letter is None:
             raise ValueError(f"unknown feature namespace {name!r}")
-        parts.append(_features_text(letter, tuple(features.items())))
+        if all(type(value) is str or type(value) is bool for value in features.values()):
+            parts.append(_categorical_text(letter, tuple(features.items())))
+        else:
+            parts.append(_features_text(letter, features.items()))
     return " ".join(parts)
 
 
-@functools.lru_cache(maxsize=16_384)
-def _features_text(letter: str, features: tuple[tuple[str, FeatureValue], ...]) -> str:
-    """One namespace's text; cached, since most namespaces repeat across decisions."""
+@functools.lru_cache(maxsize=4_096)
+def _categorical_text(letter: str, features: tuple[tuple[str, FeatureValue], ...]) -> str:
+    """A namespace of names and categories only: these repeat across decisions, so cached.
+
+    Namespaces with numbers (costs, token counts, prompt n-grams) are rendered afresh: caching
+    them would fill the cache and the collector's young generation with keys never seen again.
+    """
+    return _features_text(letter, features)
+
+
+def _features_text(letter: str, features: Iterable[tuple[str, FeatureValue]]) -> str:
+    """One namespace's text."""
     items = []
     for key, value in features:
         if isinstance(value, str):

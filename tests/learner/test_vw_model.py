@@ -4,8 +4,10 @@ from learner.vw_model import (
     ExplorationSpec,
     LabeledExample,
     VWPolicyModel,
+    _categorical_text,
     example_lines,
     example_text,
+    namespace_text,
 )
 
 
@@ -20,6 +22,19 @@ def test_example_lines_format_shared_actions_and_label() -> None:
         "|m id=a_b self_hosted",
         "0:-0.75:0.25 |m id=c",
     ]
+
+
+def test_only_categorical_namespaces_are_cached() -> None:
+    _categorical_text.cache_clear()
+    categorical = {"model": {"id": "gpt", "tier": "premium", "self_hosted": False}}
+    numeric = {"cost": {"log_cost": 0.123}}
+    assert namespace_text(categorical) == "|m id=gpt tier=premium"
+    assert namespace_text(categorical) == "|m id=gpt tier=premium"
+    for n in range(50):  # a fresh cost every decision: none of it may stay in the cache
+        assert namespace_text({"cost": {"log_cost": n / 7}}) == f"|p log_cost:{n / 7:.6g}"
+    assert namespace_text(numeric) == "|p log_cost:0.123"
+    info = _categorical_text.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
 
 
 def test_unknown_namespace_is_refused() -> None:

@@ -41,7 +41,9 @@ class ProxyStep:
 def read_step(body: Any, headers: Mapping[str, str], default_output_tokens: int) -> ProxyStep:
     """The step a chat request names; a clear 4xx naming the field when it is malformed."""
     if not isinstance(body, dict):
-        raise InvalidRequest("body: expected a JSON object (a chat completions request)")
+        raise InvalidRequest(
+            "body: expected a JSON object (a chat completions request)", field="body"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(

@@ -74,7 +74,9 @@ async def dashboard_asset(asset: str) -> FileResponse:
 @router.get("/v1/dashboard/summary")
 def summary(
     request: Request,
-    lam: float = Query(0.0, ge=0, description="lambda in reward = quality - lambda * cost"),
+    lam: float = Query(
+        0.0, ge=0, allow_inf_nan=False, description="lambda in reward = quality - lambda * cost"
+    ),
     tasks: int = Query(25, ge=1, le=500, description="how many recent tasks to list"),
 ) -> dict[str, Any]:
     """Every aggregation over the recent activity, plus the system block."""

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import requests
 import schemathesis
@@ -127,56 +126,51 @@ def server(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def fresh_ids(url: str, headers: dict[str, str], serial: int) -> KnownIds:
-    """Open a task, decide a step in it, and mint a throwaway key; return their ids."""
-    with httpx.Client(base_url=url, headers=headers) as http:
-        task_id = f"fuzz-{serial}"
-        opened = http.post(
-            "/v1/tasks",
-            json={"task_id": task_id, "task_type": "fuzz", "budget": budget(total_dollars=50.0)},
-        )
-        assert opened.status_code == 201, opened.text
-        decided = http.post("/v1/decide", json={"task_id": task_id, "step": step()})
-        assert decided.status_code == 200, decided.text
-        decision = decided.json()
-        key = httpx.post(
-            f"{url}/v1/admin/keys",
-            json={"tenant": f"spare-{serial}", "trust_domains": ["*"]},
-            headers=ADMIN_HEADERS,
-        ).json()
-    return KnownIds(task_id, decision["decision_id"], decision["model"], key["key_id"])
+def fresh_ids(http: requests.Session, url: str, owner: dict[str, str], serial: int) -> KnownIds:
+    """Open a task for ``owner``, decide a step in it, and mint a spare key; their ids."""
+    task_id = f"fuzz-{serial}"
+    task = {"task_id": task_id, "task_type": "fuzz", "budget": budget(total_dollars=50.0)}
+    opened = http.post(f"{url}/v1/tasks", json=task, headers=owner)
+    assert opened.status_code == 201, opened.text
+    decided = http.post(
+        f"{url}/v1/decide", json={"task_id": task_id, "step": step()}, headers=owner
+    )
+    assert decided.status_code == 200, decided.text
+    decision = decided.json()
+    key_id = new_key(http, url, f"spare-{serial}")["key_id"]
+    return KnownIds(task_id, decision["decision_id"], decision["model"], key_id)
 
 
-def tenant_headers(url: str) -> dict[str, str]:
-    created = httpx.post(
+def new_key(http: requests.Session, url: str, tenant: str) -> dict[str, Any]:
+    created = http.post(
         f"{url}/v1/admin/keys",
-        json={"tenant": "fuzzer", "trust_domains": ["*"]},
+        json={"tenant": tenant, "trust_domains": ["*"]},
         headers=ADMIN_HEADERS,
     )
     assert created.status_code == 201, created.text
-    return {"Authorization": f"Bearer {created.json()['api_key']}"}
+    return created.json()
 
 
 def fuzz(url: str, caller: str) -> FuzzReport:
     """Fuzz every operation in both generation modes as ``caller``; collect what breaks."""
-    schema = schemathesis.openapi.from_dict(httpx.get(f"{url}/openapi.json").json())
-    headers = {"admin": ADMIN_HEADERS, "tenant": tenant_headers(url)}.get(caller)
-    owner = headers or ADMIN_HEADERS
+    http = requests.Session()
+    schema = schemathesis.openapi.from_dict(http.get(f"{url}/openapi.json").json())
+    headers = {
+        "admin": ADMIN_HEADERS,
+        "tenant": {"Authorization": f"Bearer {new_key(http, url, 'fuzzer')['api_key']}"},
+    }.get(caller)
+    operations = [result.ok() for result in schema.get_all_operations()]
     refused = {
-        "unauthenticated": {op.ok().label for op in schema.get_all_operations()} - PUBLIC,
+        "unauthenticated": {op.label for op in operations} - PUBLIC,
         "tenant": ADMIN_ONLY,
         "admin": set(),
     }[caller]
     report = FuzzReport(refused)
-    session = requests.Session()
-    serial = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
+    for serial, operation in enumerate(operations):
+        known = fresh_ids(http, url, headers or ADMIN_HEADERS, serial)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            serial += 1
-            known = fresh_ids(url, owner, serial)
-            run_operation(operation, mode, known, headers, url, session, report)
-    session.close()
+            run_operation(operation, mode, known, headers, url, http, report)
+    http.close()
     return report
 
 

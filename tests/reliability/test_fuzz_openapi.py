@@ -27,6 +27,8 @@ from schemathesis import GenerationMode
 from schemathesis.core.transport import Response
 
 from router_service.app import create_app
+from router_service.proxy_request import usage_outcome
+from router_service.schemas import MAX_STEP_TOKENS
 from router_service.settings import Settings
 from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, serve_in_thread, step
 
@@ -385,3 +387,24 @@ def test_extreme_catalog_prices_do_not_break_decisions(client: TestClient, price
     assert decided.status_code == 200, decided.text  # was 500: float infinity to integer
     expected = "proceed" if price < 1 else "abort"
     assert decided.json()["action"] == expected
+
+
+def test_chat_completions_output_limits_beyond_a_step_are_422(client: TestClient) -> None:
+    big = budget(max_output_tokens=10**11)
+    client.post("/v1/tasks", json={"task_id": "chat", "task_type": "x", "budget": big})
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"budget_router_task": "chat"},
+        "max_tokens": 5 * 10**9,  # was 500: the step built from it failed validation
+    }
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "max_tokens"
+
+
+def test_absurd_provider_usage_is_booked_at_the_step_maximum() -> None:
+    usage = {"prompt_tokens": HUGE, "completion_tokens": HUGE}
+    report = usage_outcome("dec_1", usage, quality=0.5, latency_ms=1.0)
+    assert report is not None  # was a ValidationError, then a 500 from the ledger
+    assert (report.input_tokens, report.output_tokens) == (MAX_STEP_TOKENS, MAX_STEP_TOKENS)

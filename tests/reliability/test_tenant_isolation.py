@@ -218,3 +218,24 @@ def test_tenant_a_can_neither_reach_nor_see_tenant_b(app_client: TestClient) -> 
     assert [row["decision_id"] for row in a_view] == [own]
     everyone = client.get("/v1/dashboard/decisions", headers=ADMIN_HEADERS).json()
     assert {b.open_decision, b.settled_decision, own} <= {r["decision_id"] for r in everyone}
+
+
+def test_the_dashboard_summary_counts_only_the_callers_tenant(app_client: TestClient) -> None:
+    client = app_client
+    b = set_up_b(client)
+    a = bearer(new_key(client, "acme"))
+    own_task = {
+        "task_id": "acme-2",
+        "task_type": "a",
+        "trust_domain": "acme-eng",
+        "budget": budget(),
+    }
+    assert client.post("/v1/tasks", json=own_task, headers=a).status_code == 201
+    decide(client, a, "acme-2")
+    mine = client.get("/v1/dashboard/summary", headers=a).json()
+    assert (mine["totals"]["decisions"], mine["totals"]["outcomes"]) == (1, 0)
+    assert [t["task_id"] for t in mine["tasks"]] == ["acme-2"]
+    assert [d["trust_domain"] for d in mine["domains"]] == ["acme-eng"]
+    everyone = client.get("/v1/dashboard/summary", headers=ADMIN_HEADERS).json()
+    assert (everyone["totals"]["decisions"], everyone["totals"]["outcomes"]) == (3, 1)
+    assert {t["task_id"] for t in everyone["tasks"]} == {"acme-2", b.task_id}

@@ -27,22 +27,15 @@ from router_service.ledger_sqlite import SqliteLedgerStore
 from router_service.settings import GovernorSettings, Settings
 from router_service.spool import EventSpool
 from router_service.state import SPOOL_FILE
-from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, serve_in_thread, step
+from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, outcome, serve_in_thread, step
 
 COST = 0.0125
 DEADLINE_S = 10.0
 
 
-def outcome(decision_id: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "decision_id": decision_id,
-        "success": True,
-        "quality": 0.9,
-        "input_tokens": 1_500,
-        "output_tokens": 200,
-        "cost_dollars": COST,
-        **overrides,
-    }
+def priced(decision_id: str, **overrides: Any) -> dict[str, Any]:
+    """An outcome that reports its cost, so the booked dollars are known exactly."""
+    return outcome(decision_id, **{"cost_dollars": COST, **overrides})
 
 
 def open_and_decide(client: TestClient, task_id: str) -> dict[str, Any]:
@@ -72,10 +65,10 @@ def error(response: httpx.Response) -> dict[str, Any]:
 
 def test_the_same_outcome_twice_books_once(client: TestClient) -> None:
     decision = open_and_decide(client, "dup")
-    first = client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
+    first = client.post("/v1/outcomes", json=priced(decision["decision_id"]))
     assert first.status_code == 202, first.text
     books = ledger(client, "dup")
-    again = client.post("/v1/outcomes", json=outcome(decision["decision_id"], cost_dollars=0.5))
+    again = client.post("/v1/outcomes", json=priced(decision["decision_id"], cost_dollars=0.5))
     assert again.status_code == 409
     assert error(again)["field"] == "decision_id"
     assert "already has an outcome" in error(again)["message"]
@@ -93,7 +86,7 @@ def test_concurrent_copies_of_one_outcome_book_once(settings: Settings) -> None:
     ):
         http.post("/v1/tasks", json={"task_id": "race", "task_type": "x", "budget": budget()})
         decision = http.post("/v1/decide", json={"task_id": "race", "step": step()}).json()
-        report = outcome(decision["decision_id"])
+        report = priced(decision["decision_id"])
         with ThreadPoolExecutor(8) as pool:
             statuses = Counter(
                 pool.map(lambda _: http.post("/v1/outcomes", json=report).status_code, range(8))
@@ -111,9 +104,9 @@ def test_an_outcome_after_the_task_closed_settles_once(client: TestClient) -> No
     assert closed.json()["ledger"]["reserved_dollars"] == pytest.approx(
         decision["reserved_dollars"]
     )
-    late = client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
+    late = client.post("/v1/outcomes", json=priced(decision["decision_id"]))
     assert late.status_code == 202, "an in-flight step of a closed task still settles"
-    again = client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
+    again = client.post("/v1/outcomes", json=priced(decision["decision_id"]))
     assert again.status_code == 409
     task = client.get("/v1/tasks/late-close").json()
     assert task["status"] == "closed"
@@ -156,7 +149,7 @@ def test_an_outcome_after_the_reservation_expired_is_not_booked_again(
     books = wait_until_expired(client, "late-expiry")
     estimate = decision["reserved_dollars"]
     assert books["spent_dollars"] == pytest.approx(estimate)
-    late = client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
+    late = client.post("/v1/outcomes", json=priced(decision["decision_id"]))
     assert late.status_code == 409
     assert error(late)["field"] == "decision_id"
     assert "expired and was booked at its estimate" in error(late)["message"]
@@ -169,7 +162,7 @@ def test_an_outcome_after_the_reservation_expired_is_not_booked_again(
 @pytest.mark.parametrize(
     ("path", "body", "field", "unknown"),
     [
-        ("/v1/outcomes", outcome("dec_nope"), "decision_id", "dec_nope"),
+        ("/v1/outcomes", priced("dec_nope"), "decision_id", "dec_nope"),
         ("/v1/corrections", {"decision_id": "dec_nope", "rating": "up"}, "decision_id", "dec_nope"),
         ("/v1/corrections", {"task_id": "task_nope", "rating": "up"}, "task_id", "task_nope"),
         ("/v1/decide", {"task_id": "task_nope", "step": step()}, "task_id", "task_nope"),
@@ -201,7 +194,7 @@ def test_an_outcome_for_a_decision_without_a_model_is_409(client: TestClient) ->
         "/v1/decide", json={"task_id": "no-model", "step": step(), "signals": {"retries": 9}}
     ).json()
     assert aborted["action"] == "abort" and aborted["model"] is None
-    response = client.post("/v1/outcomes", json=outcome(aborted["decision_id"]))
+    response = client.post("/v1/outcomes", json=priced(aborted["decision_id"]))
     assert response.status_code == 409 and error(response)["field"] == "decision_id"
     assert ledger(client, "no-model")["spent_dollars"] == 0
 

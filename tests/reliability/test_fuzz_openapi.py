@@ -30,7 +30,7 @@ from router_service.app import create_app
 from router_service.proxy_request import usage_outcome
 from router_service.schemas import MAX_STEP_TOKENS
 from router_service.settings import Settings
-from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, serve_in_thread, step
+from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, budget, outcome, serve_in_thread, step
 
 EXAMPLES_PER_OPERATION = 12
 """Per operation and generation mode; 18 operations x 2 modes x 3 callers stay well under 60 s."""
@@ -238,17 +238,6 @@ TENANT_KEY_ROUTES = [
     ("post", "/v1/admin/keys", {"tenant": "t", "trust_domains": ["*"]}),
     ("delete", "/v1/admin/keys/abc", None),
 ]
-
-
-def outcome(decision_id: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "decision_id": decision_id,
-        "success": True,
-        "quality": 0.5,
-        "input_tokens": 10,
-        "output_tokens": 10,
-        **overrides,
-    }
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from router_service.app import create_app
 from router_service.settings import Settings
-from tests.conftest import ADMIN_HEADERS, budget, step
+from tests.conftest import ADMIN_HEADERS, budget, outcome, step
 
 ANSWERS_ANY_TENANT = {
     ("GET", "/healthz"),
@@ -78,16 +78,6 @@ def new_key(client: TestClient, tenant: str) -> dict[str, Any]:
 
 def bearer(key: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {key['api_key']}"}
-
-
-def outcome(decision_id: str) -> dict[str, Any]:
-    return {
-        "decision_id": decision_id,
-        "success": True,
-        "quality": 0.8,
-        "input_tokens": 100,
-        "output_tokens": 50,
-    }
 
 
 def decide(client: TestClient, headers: dict[str, str], task_id: str) -> str:

@@ -146,6 +146,13 @@ def path_for(route: Any, b: TenantB) -> str:
     return route.path_format.format(**{n: values[n] for n in names})
 
 
+def query_for(route: Any, b: TenantB) -> dict[str, str]:
+    """B's decision id for every text query parameter (a search), defaults for the rest."""
+    dependant = getattr(route, "dependant", None)
+    params = dependant.query_params if dependant is not None else []
+    return {p.name: b.open_decision for p in params if p.field_info.annotation is str}
+
+
 def walk(app: Any) -> Iterator[tuple[str, Any]]:
     """Every (method, route) the app serves, HEAD aside, included routers flattened."""
     flatten = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI >= 0.165
@@ -187,14 +194,14 @@ def test_tenant_a_can_neither_reach_nor_see_tenant_b(app_client: TestClient) -> 
     for method, route in walk(client.app):
         path = path_for(route, b)
         routes.add((method, route.path))
+        query = query_for(route, b)
         for body in request_bodies(route, b):
-            response = client.request(method, path, json=body, headers=a)
+            response = client.request(method, path, params=query, json=body, headers=a)
             requests += 1
-            wrong = problem(
-                (method, route.path), response.status_code, response.text, f"{path} {body}", b
-            )
+            sent = f"{path} {query} {body}"
+            wrong = problem((method, route.path), response.status_code, response.text, sent, b)
             if wrong:
-                problems.append(f"{method} {path} {body}: {wrong}: {response.text[:300]}")
+                problems.append(f"{method} {sent}: {wrong}: {response.text[:300]}")
     print(f"tenant isolation: {requests} requests over {len(routes)} routes")
     assert not problems, "\n".join(problems)
     assert len(routes) >= 25

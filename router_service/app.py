@@ -41,6 +41,7 @@ from router_service.settings import Settings
 from router_service.state import RouterState
 
 SWITCH_INTERVAL_S = 0.0005
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -120,8 +121,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    """The framework's own errors (a body that is not UTF-8, an unknown path or method) in the
-    service's error shape, naming what was wrong and what is expected."""
+    """Starlette's own 4xx (a body not UTF-8, an unknown path or method) in the service's shape."""
     assert isinstance(exc, HTTPException)
     path = request.url.path
     if exc.status_code == 400:
@@ -141,9 +141,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         }
     }
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 def _field_error(error: dict[str, Any]) -> dict[str, Any]:

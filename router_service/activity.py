@@ -52,6 +52,7 @@ class DecisionRecord:
     task_type: str
     haystack: str
     payload: bytes
+    tenant: str = "default"
     outcome: OutcomeRecord | None = None
 
     @classmethod
@@ -74,6 +75,7 @@ class DecisionRecord:
             task_type=task.task_type,
             haystack=" ".join(words).lower(),
             payload=decision.packed,
+            tenant=task.tenant,
         )
 
     def decision_json(self) -> dict[str, Any]:
@@ -98,6 +100,7 @@ class TaskSpend:
     status: str
     decisions: int
     updated_at: float
+    tenant: str = "default"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +207,7 @@ class ActivityLog:
                 status=task.status,
                 decisions=0,
                 updated_at=self._clock(),
+                tenant=task.tenant,
             )
             self._tasks[task.task_id] = spend
         self._tasks.move_to_end(task.task_id)
@@ -214,21 +218,36 @@ class ActivityLog:
         spend.reserved_dollars = ledger.reserved_dollars
         spend.updated_at = self._clock()
 
-    def _snapshot(self) -> tuple[list[DecisionRecord], list[TaskSpend], int]:
-        """Records are shared (only their outcome is ever replaced, atomically); tasks copied."""
+    def _snapshot(
+        self, tenant: str | None = None
+    ) -> tuple[list[DecisionRecord], list[TaskSpend], int]:
+        """Records are shared (only their outcome is ever replaced, atomically); tasks copied.
+
+        With ``tenant``, only that tenant's decisions and tasks (None: everyone's).
+        """
         with self._lock:
             records = list(self._records)
             tasks = [replace(t) for t in self._tasks.values()]
-            return records, tasks, self._outcomes
+            outcomes = self._outcomes
+        if tenant is not None:
+            records = [r for r in records if r.tenant == tenant]
+            tasks = [t for t in tasks if t.tenant == tenant]
+            outcomes = sum(r.outcome is not None for r in records)
+        return records, tasks, outcomes
 
-    def get(self, decision_id: str) -> DecisionRecord | None:
-        """The logged decision with this id, or None once it has left the buffer."""
+    def get(self, decision_id: str, tenant: str | None = None) -> DecisionRecord | None:
+        """The logged decision with this id (of ``tenant``, if given), or None."""
         with self._lock:
-            return self._by_id.get(decision_id)
+            record = self._by_id.get(decision_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            return None
+        return record
 
-    def search(self, query: str = "", limit: int = 50) -> list[DecisionRecord]:
+    def search(
+        self, query: str = "", limit: int = 50, tenant: str | None = None
+    ) -> list[DecisionRecord]:
         """Most recent first; ``query`` is a case-insensitive substring of id, task, model..."""
-        records, _, _ = self._snapshot()
+        records, _, _ = self._snapshot(tenant)
         needle = query.strip().lower()
         found = []
         for record in reversed(records):
@@ -239,10 +258,14 @@ class ActivityLog:
         return found
 
     def summary(
-        self, lam: float = 0.0, recent_tasks: int = 25, now: datetime | None = None
+        self,
+        lam: float = 0.0,
+        recent_tasks: int = 25,
+        now: datetime | None = None,
+        tenant: str | None = None,
     ) -> dict[str, Any]:
-        """Every dashboard aggregation over the buffer, as plain JSON-able data."""
-        records, tasks, outcomes = self._snapshot()
+        """Every dashboard aggregation over the buffer (``tenant``'s part of it, if given)."""
+        records, tasks, outcomes = self._snapshot(tenant)
         now = now or datetime.now(UTC)
         return {
             "generated_at": now.isoformat(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from router_service.api import (
     admin,
@@ -39,6 +41,7 @@ from router_service.settings import Settings
 from router_service.state import RouterState
 
 SWITCH_INTERVAL_S = 0.0005
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -90,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Unauthorized, unauthorized_handler)
     app.add_exception_handler(RouterError, _router_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
     return app
 
 
@@ -116,9 +120,34 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 4xx (a body not UTF-8, an unknown path or method) in the service's shape."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if exc.status_code == 400:
+        field, expected = "body", "a UTF-8 encoded JSON document"
+    elif exc.status_code == 404:
+        field, expected = "path", f"one of the paths in /openapi.json, not {path!r}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        field, expected = "method", f"one of {allowed or 'the methods in /openapi.json'} on {path}"
+    else:
+        field, expected = "request", "a request as described in /openapi.json"
+    body = {
+        "error": {
+            "code": _HTTP_CODES.get(exc.status_code, "http_error"),
+            "message": f"{field}: {exc.detail}; expected {expected}",
+            "field": field,
+        }
+    }
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
 def _field_error(error: dict[str, Any]) -> dict[str, Any]:
     location = [str(part) for part in error.get("loc", ()) if part not in ("body", "path")]
     value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)  # JSON has no inf or nan: echo them as text
     return {
         "field": ".".join(location) or "body",
         "value": value if isinstance(value, str | int | float | bool | None) else None,

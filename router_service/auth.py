@@ -227,7 +227,10 @@ async def get_principal(request: Request) -> Principal:
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     """The caller, who must hold an admin key; 403 otherwise."""
     if not principal.admin:
-        raise Forbidden(f"tenant {principal.tenant!r}: this operation needs an admin key")
+        raise Forbidden(
+            f"tenant {principal.tenant!r}: this operation needs an admin key",
+            field="Authorization",
+        )
     return principal
 
 

@@ -83,8 +83,9 @@ def price_step(
         if estimate > room.dollars:
             return 0, 0.0, f"observed cost ${estimate:.6f} exceeds ${room.dollars:.6f} left"
         return token_room, estimate, None
-    affordable = token_room if per_output == 0 else int((room.dollars - fixed) / per_output)
-    grant = min(token_room, affordable)
+    # Extreme catalog prices make this quotient overflow to +-inf: compare before converting.
+    spare = math.inf if per_output == 0 else (room.dollars - fixed) / per_output
+    grant = token_room if spare >= token_room else int(max(0.0, spare))
     if grant < expected_output:
         worst = fixed + expected_output * per_output
         return 0, 0.0, f"step costs up to ${worst:.6f}, ${room.dollars:.6f} left"

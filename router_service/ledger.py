@@ -198,12 +198,13 @@ class BudgetExceeded(Conflict):
     code = "budget_exceeded"
 
 
-def already_settled(decision_id: str) -> Conflict:
-    return Conflict(
-        f"decision {decision_id!r} already has an outcome (or expired)",
-        field="decision_id",
-        value=decision_id,
-    )
+def already_settled(decision_id: str, expired: bool) -> Conflict:
+    """409 for a second outcome: the first one, or the expiry, was booked and stays booked."""
+    if expired:
+        why = "its reservation expired and was booked at its estimate; a late outcome is not booked"
+    else:
+        why = "it already has an outcome; each decision is booked once"
+    return Conflict(f"decision {decision_id!r}: {why}", field="decision_id", value=decision_id)
 
 
 class LedgerTransaction(Protocol):

@@ -34,6 +34,7 @@ class _Entry:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     decision_ids: list[str] = field(default_factory=list)
     step_decision_ids: list[str] = field(default_factory=list)
+    expired_ids: set[str] = field(default_factory=set)
     closed_at: float | None = None
 
 
@@ -127,7 +128,7 @@ class InMemoryLedger:
         with entry.lock:
             reservation = entry.reservations.pop(decision_id, None)
             if reservation is None:
-                raise already_settled(decision_id)
+                raise already_settled(decision_id, expired=decision_id in entry.expired_ids)
             return entry.books.book(reservation, cost_dollars, input_tokens, output_tokens)
 
     def _expire_entry(self, entry: _Entry) -> list[Settlement]:
@@ -137,6 +138,7 @@ class InMemoryLedger:
         stale = [r for r in entry.reservations.values() if r.expires_at <= now]
         for reservation in stale:
             del entry.reservations[reservation.decision_id]
+            entry.expired_ids.add(reservation.decision_id)
         settled = [entry.books.expire(r) for r in stale]
         live = (r.expires_at for r in entry.reservations.values())
         entry.books.next_expiry = min(live, default=entry.books.next_expiry)

@@ -15,7 +15,7 @@ import math
 import sys
 from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from router_service.errors import Conflict
 from router_service.ledger import (
@@ -201,7 +201,7 @@ class SqlLedgerStore:
             reservation, books = found
             settlement = books.book(reservation, cost_dollars, input_tokens, output_tokens)
             if not self._book_settlement(conn, settlement, books):
-                raise already_settled(decision_id)  # someone else settled it first
+                self._raise_unsettleable(conn, decision_id)  # settled or expired meanwhile
             return settlement
 
     def _lock_for_settling(
@@ -232,11 +232,13 @@ class SqlLedgerStore:
         self._write_books(conn, r.task_id, books)
         return True
 
-    def _raise_unsettleable(self, conn: Any, decision_id: str) -> None:
+    def _raise_unsettleable(self, conn: Any, decision_id: str) -> NoReturn:
         settled = self._run(
-            conn, "SELECT 1 FROM ledger_settlements WHERE decision_id = ?", (decision_id,)
+            conn, "SELECT expired FROM ledger_settlements WHERE decision_id = ?", (decision_id,)
         ).fetchone()
-        raise already_settled(decision_id) if settled else unknown_decision(decision_id)
+        if settled is None:
+            raise unknown_decision(decision_id)
+        raise already_settled(decision_id, expired=bool(settled[0]))
 
     def expire(self) -> list[Settlement]:
         """Book every overdue reservation at its estimate, task by task."""

@@ -11,7 +11,7 @@ import orjson
 
 from router_service.errors import InvalidRequest
 from router_service.providers import Route
-from router_service.schemas import ID_PATTERN, OutcomeReport, StepKind
+from router_service.schemas import ID_PATTERN, MAX_STEP_TOKENS, OutcomeReport, StepKind
 
 TASK_HEADER = "x-budget-router-task"
 KIND_HEADER = "x-budget-router-step-kind"
@@ -41,7 +41,9 @@ class ProxyStep:
 def read_step(body: Any, headers: Mapping[str, str], default_output_tokens: int) -> ProxyStep:
     """The step a chat request names; a clear 4xx naming the field when it is malformed."""
     if not isinstance(body, dict):
-        raise InvalidRequest("body: expected a JSON object (a chat completions request)")
+        raise InvalidRequest(
+            "body: expected a JSON object (a chat completions request)", field="body"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(
@@ -104,9 +106,15 @@ def _output_limit(body: dict[str, Any]) -> int | None:
         value = body.get(field)
         if value is None:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 1 <= value <= MAX_STEP_TOKENS
+        ):
             raise InvalidRequest(
-                f"{field}: expected a positive integer", field=field, value=_scalar(value)
+                f"{field}: expected a positive integer of at most {MAX_STEP_TOKENS}",
+                field=field,
+                value=_scalar(value),
             )
         limits.append(value)
     return min(limits, default=None)
@@ -152,8 +160,11 @@ def usage_outcome(
 
 
 def _count(block: Any, key: str) -> int:
+    """A usage count; an absurd one is booked at the most a step may name, not refused."""
     value = block.get(key) if isinstance(block, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return 0
+    return min(value, MAX_STEP_TOKENS)
 
 
 def _scalar(value: Any) -> Any:

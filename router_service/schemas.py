@@ -27,6 +27,15 @@ FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_PROMPT_CHARS = 200_000
 MAX_CLIENT_FEATURES = 64
 MAX_EMBEDDING = 1_024
+MAX_STEP_TOKENS = 10**9
+"""Tokens one step may name; keeps every count and running total inside 64-bit storage."""
+MAX_TASK_TOKENS = 10**12
+MAX_DOLLARS = 1_000_000.0
+"""Dollars one task may budget or one step may report."""
+MAX_COUNT = 10_000
+Dollars = Annotated[float, Field(allow_inf_nan=False, le=MAX_DOLLARS)]
+StepTokens = Annotated[int, Field(ge=0, le=MAX_STEP_TOKENS)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class Strict(BaseModel):
@@ -38,12 +47,12 @@ class Strict(BaseModel):
 class Budget(Strict):
     """A task's budget: dollar and token caps, reserves, and the retry cap."""
 
-    total_dollars: float = Field(gt=0, description="Hard cap on the task's spend in dollars.")
-    max_input_tokens: int = Field(gt=0)
-    max_output_tokens: int = Field(gt=0)
-    reserve_for_final_synthesis: float = Field(0.0, ge=0)
-    reserve_for_human_handoff: float = Field(0.0, ge=0)
-    hard_stop_after_retries: int = Field(3, ge=0)
+    total_dollars: Dollars = Field(gt=0, description="Hard cap on the task's spend in dollars.")
+    max_input_tokens: int = Field(gt=0, le=MAX_TASK_TOKENS)
+    max_output_tokens: int = Field(gt=0, le=MAX_TASK_TOKENS)
+    reserve_for_final_synthesis: Dollars = Field(0.0, ge=0)
+    reserve_for_human_handoff: Dollars = Field(0.0, ge=0)
+    hard_stop_after_retries: Count = 3
 
     @model_validator(mode="after")
     def _reserves_fit(self) -> Budget:
@@ -68,19 +77,19 @@ class TaskCreate(Strict):
 class Step(Strict):
     kind: StepKind
     type: str = Field(min_length=1, max_length=64, description="Free text: planning, summarize...")
-    input_tokens: int = Field(ge=0)
-    expected_output_tokens: int = Field(ge=1)
+    input_tokens: StepTokens
+    expected_output_tokens: int = Field(ge=1, le=MAX_STEP_TOKENS)
     optional: bool = False
 
 
 class Signals(Strict):
     """What the agent runtime knows about how the task is going."""
 
-    retries: int = Field(0, ge=0)
+    retries: Count = 0
     prior_confidence: float | None = Field(None, ge=0, le=1)
-    malformed_tool_args: int = Field(0, ge=0)
+    malformed_tool_args: Count = 0
     loop_detected: bool = False
-    self_corrections: int = Field(0, ge=0)
+    self_corrections: Count = 0
     context_pressure: float = Field(0.0, ge=0, le=1)
 
 
@@ -88,7 +97,7 @@ class DecideRequest(Strict):
     task_id: str = Field(pattern=ID_PATTERN)
     step: Step
     signals: Signals = Field(default_factory=Signals)
-    context: dict[str, float | str] = Field(default_factory=dict, max_length=32)
+    context: dict[str, FiniteFloat | str] = Field(default_factory=dict, max_length=32)
     candidates: list[str] | None = Field(None, min_length=1)
     confirmed: bool = Field(False, description="the agent confirms an expensive branch")
     prompt: str | None = Field(
@@ -171,14 +180,14 @@ class OutcomeReport(Strict):
     decision_id: str = Field(pattern=ID_PATTERN)
     success: bool
     quality: float = Field(ge=0, le=1)
-    input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0, description="visible output tokens")
-    reasoning_tokens: int = Field(0, ge=0, description="hidden reasoning, billed as output")
-    cached_input_tokens: int = Field(0, ge=0, description="part of input_tokens read from cache")
-    cost_dollars: float | None = Field(
+    input_tokens: StepTokens
+    output_tokens: StepTokens = Field(description="visible output tokens")
+    reasoning_tokens: StepTokens = Field(0, description="hidden reasoning, billed as output")
+    cached_input_tokens: StepTokens = Field(0, description="part of input_tokens read from cache")
+    cost_dollars: Dollars | None = Field(
         None, ge=0, description="if absent: from the catalog's prices or self-hosted rate"
     )
-    latency_ms: float | None = Field(None, ge=0)
+    latency_ms: FiniteFloat | None = Field(None, ge=0)
     error: str | None = Field(None, max_length=200)
 
     @model_validator(mode="after")

@@ -98,3 +98,15 @@ def step(**overrides: object) -> dict[str, object]:
     }
     values.update(overrides)
     return values
+
+
+def outcome(decision_id: str, **overrides: object) -> dict[str, object]:
+    values: dict[str, object] = {
+        "decision_id": decision_id,
+        "success": True,
+        "quality": 0.9,
+        "input_tokens": 1_500,
+        "output_tokens": 200,
+    }
+    values.update(overrides)
+    return values

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from router_service.activity import ActivityLog, decision_row, explanation
+from router_service.auth import Principal, PrincipalDep
 from router_service.errors import NotFound, Unavailable
 
 router = APIRouter(tags=["dashboard"])
@@ -71,14 +72,22 @@ async def dashboard_asset(asset: str) -> FileResponse:
     return FileResponse(STATIC / asset, media_type=media_type)
 
 
+def _tenant(principal: Principal) -> str | None:
+    """Whose activity the caller may see: its own tenant's, or everyone's for an admin."""
+    return None if principal.admin else principal.tenant
+
+
 @router.get("/v1/dashboard/summary")
 def summary(
     request: Request,
-    lam: float = Query(0.0, ge=0, description="lambda in reward = quality - lambda * cost"),
+    principal: PrincipalDep,
+    lam: float = Query(
+        0.0, ge=0, allow_inf_nan=False, description="lambda in reward = quality - lambda * cost"
+    ),
     tasks: int = Query(25, ge=1, le=500, description="how many recent tasks to list"),
 ) -> dict[str, Any]:
     """Every aggregation over the recent activity, plus the system block."""
-    body = _activity(request).summary(lam=lam, recent_tasks=tasks)
+    body = _activity(request).summary(lam=lam, recent_tasks=tasks, tenant=_tenant(principal))
     body["system"] = system_status(request)
     return body
 
@@ -86,17 +95,19 @@ def summary(
 @router.get("/v1/dashboard/decisions")
 def decisions(
     request: Request,
+    principal: PrincipalDep,
     q: str = Query("", max_length=200, description="substring of id, task, model, action, domain"),
     limit: int = Query(50, ge=1, le=500),
 ) -> list[dict[str, Any]]:
     """Recent decisions, most recent first, filtered by ``q``."""
-    return [decision_row(r) for r in _activity(request).search(q, limit)]
+    found = _activity(request).search(q, limit, tenant=_tenant(principal))
+    return [decision_row(r) for r in found]
 
 
 @router.get("/v1/dashboard/decisions/{decision_id}")
-def decision_detail(request: Request, decision_id: str) -> dict[str, Any]:
+def decision_detail(request: Request, principal: PrincipalDep, decision_id: str) -> dict[str, Any]:
     """One decision's full explanation, while it is still in the log."""
-    record = _activity(request).get(decision_id)
+    record = _activity(request).get(decision_id, tenant=_tenant(principal))
     if record is None:
         raise NotFound(
             f"decision {decision_id!r} is not in the activity log (unknown or evicted)",

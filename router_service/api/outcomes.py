@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from router_service.api.tasks import visible_task
+from router_service.api.tasks import visible_decision
 from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.errors import Conflict
@@ -20,9 +20,8 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 async def report_outcome(
     state: StateDep, principal: PrincipalDep, body: OutcomeReport
 ) -> OutcomeAccepted:
-    decision = state.tasks.decision(body.decision_id)
-    task = visible_task(state, principal, decision.task_id).task
-    return await book_outcome(state, decision, task, body)
+    decision, record = visible_decision(state, principal, body.decision_id)
+    return await book_outcome(state, decision, record.task, body)
 
 
 async def book_outcome(

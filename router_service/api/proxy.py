@@ -58,7 +58,7 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"body: expected JSON ({exc})") from exc
+        raise InvalidRequest(f"body: expected JSON ({exc})", field="body") from exc
     step = read_step(body, request.headers, state.settings.proxy.default_output_tokens)
     task = visible_task(state, principal, step.task_id).task
     if task.status != "open":

@@ -6,10 +6,12 @@ from fastapi import APIRouter, status
 
 from router_service.auth import PrincipalDep, assert_domain_allowed, assert_task_visible
 from router_service.deps import StateDep
+from router_service.errors import NotFound
 from router_service.events import TaskClosedEvent
+from router_service.ledger_memory import unknown_decision
 from router_service.schemas import CloseRequest, Task, TaskCreate, TaskWithDecisions
 from router_service.state import RouterState
-from router_service.tasks import TaskRecord
+from router_service.tasks import DecisionRef, TaskRecord
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -24,6 +26,21 @@ def visible_task(
     record = state.tasks.fresh(task_id) if fresh else state.tasks.get(task_id)
     assert_task_visible(principal, record.task.tenant, task_id)
     return record
+
+
+def visible_decision(
+    state: RouterState, principal: PrincipalDep, decision_id: str
+) -> tuple[DecisionRef, TaskRecord]:
+    """The decision and its task if the caller's tenant owns them; an unknown decision otherwise.
+
+    Worded the same for another tenant's decision and one whose task was purged, so neither the
+    other task's id nor its existence is told.
+    """
+    decision = state.tasks.decision(decision_id)
+    try:
+        return decision, visible_task(state, principal, decision.task_id)
+    except NotFound:
+        raise unknown_decision(decision_id) from None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

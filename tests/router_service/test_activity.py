@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from router_service.activity import NO_MODEL, ActivityLog, bucket_seconds
 from router_service.api.dashboard import page_router, router
+from router_service.auth import Principal, get_principal
 from router_service.errors import RouterError
 from router_service.schemas import (
     Action,
@@ -369,8 +370,10 @@ def test_concurrent_recording_keeps_the_books_consistent() -> None:
 
 
 def dashboard_client(state: Any) -> TestClient:
+    """The dashboard routes alone, called as an admin (who sees every tenant's activity)."""
     app = FastAPI()
     app.state.router = state
+    app.dependency_overrides[get_principal] = lambda: Principal("admin", frozenset("*"), True)
     app.include_router(router)
     app.include_router(page_router)
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from router_service.activity import ActivityLog
 from router_service.api.dashboard import page_router, router
+from router_service.auth import Principal, get_principal
 from router_service.errors import RouterError
 from router_service.schemas import Action, OutcomeReport, Rule, StepKind
 from tests.browser import ConsoleErrors, chromium, require_browser, serve
@@ -132,6 +133,7 @@ def dashboard_app(activity: ActivityLog) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(page_router)
+    app.dependency_overrides[get_principal] = lambda: Principal("admin", frozenset("*"), True)
     app.state.authorization = []
 
     @app.middleware("http")

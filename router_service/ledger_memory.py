@@ -87,6 +87,8 @@ class _Transaction:
 class InMemoryLedger:
     """Every task's books, reservations and decisions in dictionaries of one process."""
 
+    remote = False
+
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}

@@ -47,6 +47,7 @@ class PostgresLedgerStore(SqlLedgerStore):
 
     lock_suffix = " FOR UPDATE"
     placeholder = "%s"
+    remote = True
 
     def __init__(
         self,

@@ -96,6 +96,7 @@ class SqlLedgerStore:
 
     lock_suffix: ClassVar[str] = ""
     placeholder: ClassVar[str] = "?"
+    remote: ClassVar[bool] = False
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from feature_store.snapshot import RollingFeature
 from router_service.activity import ActivityLog
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("budget_router.ledger")
 SPOOL_FILE = "spool.sqlite3"
 API_KEYS_FILE = "api_keys.json"
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,6 +53,15 @@ class RouterState:
     @property
     def governor(self) -> GovernorSettings:
         return self.settings.governor
+
+    async def ledger_bound(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)``, which waits on the ledger store: on a worker thread when the store
+        is across the network, so the event loop serves other requests meanwhile (several
+        decisions then overlap their round trips); inline for a local store, which answers
+        faster than a hop to a thread."""
+        if self.ledger.remote:
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
 
     @classmethod
     def build(cls, settings: Settings) -> RouterState:

@@ -26,7 +26,7 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
     record = visible_task(state, principal, body.task_id)
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
-    decision = make_decision(state, body, record.task, started)
+    decision = await state.ledger_bound(make_decision, state, body, record.task, started)
     return Response(decision.json, media_type="application/json")  # serialised once, in decide
 
 

@@ -37,7 +37,9 @@ async def book_outcome(
         )
     output_tokens = body.output_tokens + body.reasoning_tokens
     cost, source = outcome_cost(state, decision, body, output_tokens)
-    settlement = state.ledger.settle(body.decision_id, cost, body.input_tokens, output_tokens)
+    settlement = await state.ledger_bound(
+        state.ledger.settle, body.decision_id, cost, body.input_tokens, output_tokens
+    )
     if source == "reported":
         state.observed_costs.record(
             decision.model, decision.step_type, cost, body.input_tokens, output_tokens
@@ -63,7 +65,7 @@ async def book_outcome(
             exceeded_grant=exceeded,
         )
     )
-    ledger = state.ledger.view(decision.task_id)
+    ledger = await state.ledger_bound(state.ledger.view, decision.task_id)
     state.activity.record_outcome(decision, body, cost, ledger)
     state.metrics.observe_outcome(
         model=decision.model,

@@ -73,7 +73,8 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
             f"(catalog providers: {sorted({m.provider for m in models.values()})})",
             field="providers",
         )
-    decision = make_decision(state, _decide_request(step, candidates, 0), task, started)
+    first = _decide_request(step, candidates, 0)
+    decision = await state.ledger_bound(make_decision, state, first, task, started)
     failed: tuple[ServedDecision, ProviderFailure] | None = None
     while decision.is_step:
         assert decision.model is not None
@@ -90,7 +91,9 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
                 return _failure_response(failure, decision, failed)
             failed = (decision, failure)
             fallback = _decide_request(step, left, 1)
-            decision = make_decision(state, fallback, task, time.perf_counter())
+            decision = await state.ledger_bound(
+                make_decision, state, fallback, task, time.perf_counter()
+            )
             continue
         headers = _headers(decision, failed)
         if step.stream:

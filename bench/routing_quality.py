@@ -45,7 +45,12 @@ from learner.vw_model import (
     example_lines,
 )
 from router_service.catalog import ModelSpec
-from router_service.features import action_features, content_features, shared_features
+from router_service.features import (
+    CONTENT_BUCKETS,
+    action_features,
+    content_features,
+    shared_features,
+)
 from router_service.policy import cap_exploration
 from router_service.schemas import Signals, Step
 
@@ -807,6 +812,7 @@ def render(document: dict[str, Any], out: Path) -> str:
             rounds=meta["log_rounds"],
             step=LAMBDA_STEP,
             floor=PROPENSITY_FLOOR,
+            buckets=CONTENT_BUCKETS,
         ),
     ]
     for result in document["datasets"]:
@@ -988,8 +994,8 @@ PROTOCOL = """\
   cost of the chosen model; catalog prices serve the router's estimates and reservations.
 - Features: the router's own (`router_service.features`): step type (eval name), prompt tokens,
   context `eval=<name>`, each model's id, tier and estimated cost, and the prompt's content
-  (hashed word uni- and bigrams of its last 1,000 characters, VW namespace `w`, crossed with the
-  model namespace).
+  (word uni- and bigrams of its last 1,000 characters hashed into {buckets} buckets, L2-normalised
+  counts, VW namespace `w`, crossed with the model namespace).
 - Warm start: logged bandit feedback on the train split, not full information: a uniform
   logging policy logs each train prompt {rounds} times (a fresh seeded order per round), and
   only the logged model's outcome is learned, with its propensity 1/K. Reward
@@ -1011,19 +1017,23 @@ PROTOCOL = """\
   hot-swaps its snapshots.
 - Replay: the same warm start and online protocol in process (no HTTP, no governor: budgets are
   generous so the governor never acts here, no snapshot lag), with lambda fixed per point for
-  the sweep, and with the allocator moving it for the "target (replay)" point. Random is the
+  the sweep (lambda 0, then 0.25 to 16 in steps of sqrt(2)), and with the allocator moving it
+  for the "target (replay)" point. `--replay-only` runs this part alone. Random is the
   expectation of a uniform choice. The oracle takes the cheapest correct model per prompt (the
   cheapest model when none is correct). The per-eval rule picks, per eval name, the model with
   the best mean train reward at each lambda (lambda 0: the most accurate per eval).
 """
 
 NOTES = f"""\
-- Content features are hashed n-grams of the prompt; a linear model over them, crossed with
-  the model ids, learns from a few thousand logged outcomes. On these data sets the per-prompt
-  differences between models that the oracle exploits (e.g. which of two readings a cheap model
-  happens to get right on Winogrande) are mostly not predictable from the words, so most of
-  the achievable gain is per eval name; the tables above show how much the content adds or
-  costs at matched cost.
+- Content features are n-grams of the prompt hashed into {CONTENT_BUCKETS} buckets, crossed with
+  the model ids. With one weight per distinct n-gram and model, a few thousand logged outcomes
+  taught the model the train prompts rather than anything that carries over (the learned AIQ
+  fell below the no-content one); {CONTENT_BUCKETS} shared buckets carry a little signal and cost
+  a fraction to build and score (variants: routing_quality_variants.md). On these data sets
+  the per-prompt differences between models that the oracle exploits (e.g. which of two
+  readings a cheap model happens to get right on Winogrande) are mostly not predictable from
+  the words (a full-information logistic regression on them, cross-validated on the train split,
+  barely beats a constant per eval), so most of the achievable gain is per eval name.
 - Online updates use the floored propensity of the chosen model; exploration (epsilon
   {EXPLORATION.epsilon}) spends a share of the prompts on random models, which costs accuracy
   and money in every online point (compare the warm start's greedy choice).

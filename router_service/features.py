@@ -1,9 +1,9 @@
 """Routing features: what VW sees of a step (shared) and of each candidate model (action).
 
-A step may carry what its prompt asks: the text (turned here into hashed word uni- and bigrams,
-namespace ``content``), a client's own named features (``client``) or an embedding
-(``embedding``). VW crosses each with the model namespace, so it learns which model suits which
-kind of request. Only hashes reach the events, never the words.
+A step may carry what its prompt asks: the text (turned here into word uni- and bigrams hashed
+into a few buckets, namespace ``content``), a client's own named features (``client``) or an
+embedding (``embedding``). VW crosses each with the model namespace, so it learns which model
+suits which kind of request. Only hashes reach the events, never the words.
 """
 
 from __future__ import annotations
@@ -22,24 +22,38 @@ from router_service.schemas import Signals, Step
 
 # The ask of a prompt usually comes last (after system text and examples): keep its tail.
 CONTENT_CHARS = 1_000
+# Word uni- and bigrams share this many hash buckets. Few buckets generalise: with one weight
+# per (n-gram, model), a few thousand logged outcomes memorise prompts instead (measured in
+# docs/benchmarks/routing_quality.md), and 32 features cost a tenth of a few hundred to score.
+CONTENT_BUCKETS = 32
+_BUCKET_NAMES = tuple(f"b{i:02d}" for i in range(CONTENT_BUCKETS))
 _WORD = re.compile(r"[a-z0-9]+")
 _BIGRAM_MIX = 0x9E3779B1
+_BIGRAM_BUCKETS = tuple(
+    tuple((a * _BIGRAM_MIX ^ b) % CONTENT_BUCKETS for b in range(CONTENT_BUCKETS))
+    for a in range(CONTENT_BUCKETS)
+)
 
 
 def content_features(prompt: str) -> dict[str, float]:
-    """Hashed word unigrams and bigrams of the prompt's last ``CONTENT_CHARS``, L2-normalised."""
-    ids = [_word_id(w) for w in _WORD.findall(prompt[-CONTENT_CHARS:].lower())]
-    grams = Counter(ids)
-    grams.update([(a * _BIGRAM_MIX ^ b) & 0xFFFFFFFF for a, b in itertools.pairwise(ids)])
-    if not grams:
+    """Word uni- and bigrams of the prompt's last ``CONTENT_CHARS``, hashed into
+    ``CONTENT_BUCKETS`` counts, L2-normalised.
+
+    A word's bucket is its CRC-32 modulo the (power of two) bucket count; a bigram's is that
+    of ``crc(a) * mix ^ crc(b)``, which the words' buckets alone determine.
+    """
+    buckets = [_word_bucket(w) for w in _WORD.findall(prompt[-CONTENT_CHARS:].lower())]
+    counts = Counter(buckets)
+    counts.update(_BIGRAM_BUCKETS[a][b] for a, b in itertools.pairwise(buckets))
+    if not counts:
         return {}
-    norm = 1.0 / math.sqrt(sum(count * count for count in grams.values()))
-    return {f"{gram:08x}": count * norm for gram, count in grams.items()}
+    norm = 1.0 / math.sqrt(sum(c * c for c in counts.values()))
+    return {_BUCKET_NAMES[k]: c * norm for k, c in sorted(counts.items())}
 
 
 @functools.lru_cache(maxsize=65_536)
-def _word_id(word: str) -> int:
-    return zlib.crc32(word.encode())
+def _word_bucket(word: str) -> int:
+    return zlib.crc32(word.encode()) % CONTENT_BUCKETS
 
 
 def request_features(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from bench.routing_quality import aiq, frontier_value, main
+from bench.routing_quality import _aiq_verdict, aiq, frontier_value, main, results_stem
 
 SECTIONS = (
     "## Protocol",
@@ -47,3 +48,31 @@ def test_frontier_mixes_points_and_is_zero_below_the_cheapest() -> None:
     assert frontier_value(points, 2.0) == pytest.approx(0.7)
     assert frontier_value(points, 5.0) == pytest.approx(0.9)
     assert aiq(points, 1.0, 3.0) == pytest.approx(0.7, abs=1e-3)
+
+
+def test_replay_only_skips_the_stack_and_names_results_by_data_set(tmp_path: Path) -> None:
+    document = main(["--quick", "--replay-only", "--datasets", "mmlu_pro", "--out", str(tmp_path)])
+    result = document["datasets"][0]
+    assert result["dataset"] == "mmlu_pro" and result["live"] is None
+    assert result["dual_replay"]["cost"] > 0
+    text = (tmp_path / "routing_quality_mmlu_pro.md").read_text()
+    assert "Not run live (`--replay-only`)" in text
+    assert not (tmp_path / "routing_quality.md").exists()
+
+
+def test_results_stem_keeps_the_routerbench_name() -> None:
+    assert results_stem(["routerbench"]) == "routing_quality"
+    assert results_stem(["routerbench", "mmlu_pro"]) == "routing_quality"
+    assert results_stem(["mmlu_pro"]) == "routing_quality_mmlu_pro"
+
+
+@pytest.mark.parametrize(
+    ("learned", "verdicts"),
+    [(0.86, ["met", "met"]), (0.84, ["met", "missed"]), (0.80, ["missed", "missed"])],
+)
+def test_aiq_verdict_compares_with_the_baselines_and_the_rule(
+    learned: float, verdicts: list[str]
+) -> None:
+    scores = {"single models (mixtures)": 0.82, "routellm": 0.83, "per-eval rule": 0.85}
+    text = _aiq_verdict({**scores, "learned (replay sweep)": learned})
+    assert re.findall(r"\*\*(met|missed)\*\*", text) == verdicts

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+import zlib
 from typing import Any
 
 import pytest
@@ -10,7 +13,12 @@ from fastapi.testclient import TestClient
 from learner.vw_model import INTERACTIONS, ExplorationSpec, VWPolicyModel, example_lines
 from router_service.app import create_app
 from router_service.decider import decide
-from router_service.features import CONTENT_CHARS, content_features, shared_features
+from router_service.features import (
+    CONTENT_BUCKETS,
+    CONTENT_CHARS,
+    content_features,
+    shared_features,
+)
 from router_service.schemas import DecideRequest, Signals, Step
 from router_service.settings import Settings
 from tests.conftest import ADMIN_HEADERS, budget, step
@@ -30,14 +38,26 @@ def _shared(**request: Any) -> dict[str, Any]:
     )
 
 
-def test_prompt_becomes_hashed_normalised_unigrams_and_bigrams() -> None:
+def test_prompt_becomes_normalised_counts_in_a_few_buckets() -> None:
     features = content_features("Sort the list. sort THE list!")
-    # words: sort the list sort the list -> 3 unigrams (x2) + bigrams: sort the (x2),
-    # the list (x2), list sort (x1)
-    assert len(features) == 6
+    assert features == content_features("sort the list sort the list")
     assert sum(v * v for v in features.values()) == pytest.approx(1.0)
-    assert all(len(key) == 8 and "sort" not in key for key in features)
     assert content_features("") == {}
+    long_prompt = " ".join(f"word{i}" for i in range(400))
+    assert 0 < len(content_features(long_prompt)) <= CONTENT_BUCKETS
+    assert all(re.fullmatch(r"b\d\d", key) for key in content_features(long_prompt))
+
+
+def test_word_and_bigram_buckets_follow_crc32() -> None:
+    # "alpha alpha": the word twice, the bigram (alpha, alpha) once.
+    crc = zlib.crc32(b"alpha")
+    word = crc % CONTENT_BUCKETS
+    bigram = ((crc * 0x9E3779B1 ^ crc) & 0xFFFFFFFF) % CONTENT_BUCKETS
+    expected = {word: 2.0, bigram: 1.0} if word != bigram else {word: 3.0}
+    norm = math.sqrt(sum(c * c for c in expected.values()))
+    assert content_features("alpha alpha") == pytest.approx(
+        {f"b{k:02d}": c / norm for k, c in expected.items()}
+    )
 
 
 def test_only_the_prompts_tail_is_read() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from feature_store.store import DuckDBFeatureStore
+from learner.auto_promotion import open_promoter
 from learner.checkpoint import atomic_write
 from learner.service import Learner, run_learner
 from learner.settings import LearnerSettings
@@ -59,10 +60,10 @@ class Lineage:
             self.base_version, self.champion = saved["base_version"], saved["champion"]
         self._checked_at = 0.0
 
-    def moved_champion(self) -> VWPolicyModel | None:
+    def moved_champion(self, force: bool = False) -> VWPolicyModel | None:
         """The champion's model if the alias moved since we last looked, else None."""
         now = time.monotonic()
-        if now - self._checked_at < CHAMPION_CHECK_SECONDS:
+        if not force and now - self._checked_at < CHAMPION_CHECK_SECONDS:
             return None
         self._checked_at = now
         registry = open_registry(self._settings)
@@ -72,29 +73,37 @@ class Lineage:
         if version is None or version == self.champion:
             return None
         model = registry.load_bundle(version).policy_model()
+        self.adopt(version)
+        return model
+
+    def adopt(self, version: str) -> None:
+        """From now on the learner's model descends from registered ``version``."""
         self.champion, self.base_version = version, registered_version(version)
         atomic_write(
             self._path,
             json.dumps({"base_version": self.base_version, "champion": version}).encode(),
         )
-        return model
 
 
 def publishing_hook(
     settings: Settings, store: DuckDBFeatureStore
 ) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
-    """After model updates: follow the champion, write a snapshot, export rolling features."""
+    """After model updates: follow the champion, run the lifecycle's rounds, write a snapshot,
+    export rolling features."""
     importlib.import_module("learner.registry")  # mlflow takes seconds: not inside a batch
     lineage = Lineage(settings)
+    promoter = open_promoter(settings, store, lineage)
     snapshots = SnapshotStore(settings.data_dir)
     rolling_path = rolling_features_path(settings.data_dir)
 
     def publish(
         get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int
     ) -> VWPolicyModel | None:
-        champion = lineage.moved_champion()
+        champion = lineage.moved_champion(force=promoter.due(learned))
         if champion is not None:
+            promoter.champion_moved(learned)
             return champion
+        promoter.tick(get_bytes, allocator, learned)
         snapshots.write(get_bytes(), lineage.base_version, allocator, learned)
         store.export_rolling_features(rolling_path)
         return None

@@ -1,0 +1,231 @@
+"""Hands-off model lifecycle: the learner registers versions on a schedule and gates them.
+
+A *round* starts when the learner registers its current online model as a version (alias
+``challenger``). The round ends when ``register_every_steps`` more outcomes have been learned,
+or ``register_every_seconds`` have passed with at least one: then the pending challenger goes
+through the promotion gate (:mod:`learner.promotion`) on the steps *decided after it was
+registered*, which neither it nor the older champion has learned from, and the next round
+begins with a new registration. The first registration happens at the learner's first
+publication, so the first champion (sanity gate only) can be in place one round later.
+
+A champion the gate promotes was registered from the learner's own model, so the learner keeps
+learning from where it is and only relabels its snapshots. A champion moved from outside (an
+operator's promote or rollback) drops the pending challenger (tagged ``superseded``) and the
+learner continues from that champion. A pinned champion is never moved by the gate.
+Registry or store trouble never stops learning: the round is retried ``RETRY_SECONDS`` later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from feature_store.errors import FeatureStoreError
+from feature_store.store import DuckDBFeatureStore
+from learner import lifecycle
+from learner.lifecycle import LifecycleError
+from learner.model_bundle import BundleError, ModelBundle
+from learner.ope import EvaluationError
+from learner.promotion import GateConfig, GateDecision, maybe_promote
+from learner.registry import CHALLENGER, CHAMPION, ModelRegistry, RegistryError
+from router_service.policy import exploration_spec
+from router_service.settings import Settings
+
+log = logging.getLogger(__name__)
+LEARNER_SOURCE = "budget-router learner"
+LEARNED_TAG = "learner.learned_steps"
+REGISTERED_AT_TAG = "learner.registered_at"
+RETRY_SECONDS = 30.0
+
+
+class LifecycleSettings(BaseSettings):
+    """Schedule and gate of the automatic lifecycle (prefix ``BUDGET_ROUTER_LIFECYCLE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BUDGET_ROUTER_LIFECYCLE_", extra="forbid")
+
+    auto_register: bool = Field(True, description="register versions on the schedule")
+    auto_promote: bool = Field(True, description="let the gate move the champion alias")
+    register_every_steps: int = Field(1_000, gt=0, description="outcomes learned per round")
+    register_every_seconds: float = Field(900.0, gt=0, description="longest round")
+    margin: float = Field(0.01, description="reward gain's lower bound must reach this")
+    min_steps: int = Field(200, ge=0, description="logged steps the gate needs")
+    min_ess: float = Field(100.0, ge=0, description="effective sample size of both policies")
+    confidence: float = Field(0.95, gt=0, lt=1, description="of the gate's intervals")
+    quality_tolerance: float = Field(0.05, ge=0, description="quality drop allowed")
+    max_spend_ratio: float = Field(1.0, gt=0, description="spend per task / mean task cap")
+    lambda_per_dollar: float = Field(10.0, ge=0, description="reward = quality - this x dollars")
+    task_cap: float = Field(1.0, gt=0, description="dollar cap of tasks whose cap is unknown")
+
+    def gate_config(self) -> GateConfig:
+        return GateConfig(
+            enabled=self.auto_promote,
+            quality_tolerance=self.quality_tolerance,
+            min_ess=self.min_ess,
+            max_spend_ratio=self.max_spend_ratio,
+            margin=self.margin,
+            min_steps=self.min_steps,
+            confidence=self.confidence,
+        )
+
+
+class ChampionLineage(Protocol):
+    """What the promoter needs of the learner's lineage: which champion it descends from."""
+
+    champion: str | None
+
+    def adopt(self, version: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The challenger of the current round: its version, when and after how many outcomes."""
+
+    version: str
+    registered_at: datetime
+    learned_steps: int
+
+
+class AutoPromoter:
+    """Runs the rounds; ``tick`` is called after each model publication of the learner."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        lifecycle: LifecycleSettings,
+        store: DuckDBFeatureStore,
+        lineage: ChampionLineage,
+        registry: ModelRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.config = lifecycle.gate_config()
+        self._store = store
+        self._lineage = lineage
+        self._registry = registry
+        self._clock = clock
+        self._retry_at = 0.0
+        self.pending = self._restore() if lifecycle.auto_register else None
+        self._first = self.pending is None
+        self._round_learned = self.pending.learned_steps if self.pending else 0
+        self._round_started = clock()
+
+    def _restore(self) -> Pending | None:
+        """The challenger this learner registered and the gate has not decided yet, if any."""
+        version = self._registry.get_alias_version(CHALLENGER)
+        if version is None:
+            return None
+        tags = self._registry.version_tags(version)
+        if tags.get("source") != LEARNER_SOURCE or "gate.outcome" in tags:
+            return None
+        at = datetime.fromisoformat(tags[REGISTERED_AT_TAG])
+        return Pending(version, at, int(tags[LEARNED_TAG]))
+
+    def due(self, learned: int) -> bool:
+        """Whether the round ends now (``learned`` is the learner's learned-steps counter)."""
+        if not self.lifecycle.auto_register or self._clock() < self._retry_at:
+            return False
+        new = learned - self._round_learned
+        if self._first:
+            return new > 0
+        elapsed = self._clock() - self._round_started
+        return new >= self.lifecycle.register_every_steps or (
+            new > 0 and elapsed >= self.lifecycle.register_every_seconds
+        )
+
+    def tick(self, get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int) -> None:
+        """End the round if it is due: gate the pending challenger, register the next one."""
+        if not self.due(learned):
+            return
+        try:
+            if self.pending is not None:
+                self._gate(self.pending)
+                self.pending = None
+            self.pending = self._register(get_bytes(), allocator, learned)
+        except (RegistryError, LifecycleError, BundleError, FeatureStoreError, OSError) as exc:
+            self._retry_at = self._clock() + RETRY_SECONDS
+            log.warning("model lifecycle round failed, retrying in %.0f s: %s", RETRY_SECONDS, exc)
+            return
+        self._first = False
+        self._round_learned, self._round_started = learned, self._clock()
+
+    def champion_moved(self, learned: int) -> None:
+        """An operator moved the champion: drop the pending challenger, start a new round."""
+        if self.pending is not None:
+            try:
+                self._registry.tag_version(
+                    self.pending.version,
+                    {"gate.outcome": "superseded: the champion was moved by an operator"},
+                )
+            except RegistryError as exc:
+                log.warning("could not mark version %s superseded: %s", self.pending.version, exc)
+            self.pending = None
+        self._first = False
+        self._round_learned, self._round_started = learned, self._clock()
+
+    def _gate(self, pending: Pending) -> None:
+        champion = self._registry.get_alias_version(CHAMPION)
+        if champion != self._lineage.champion:
+            return  # moved from outside since the learner last looked: champion_moved follows
+        data = lifecycle.logged_from_store(
+            self._store, "the learner's feature store", since=pending.registered_at
+        )
+        try:
+            decision = lifecycle.compare_with_champion(
+                self._registry,
+                pending.version,
+                data,
+                self.lifecycle.lambda_per_dollar,
+                self.config,
+                task_cap=self.lifecycle.task_cap,
+            ).decision
+        except EvaluationError as exc:  # e.g. an invalid pmf: the sanity gate refuses it
+            decision = GateDecision(False, [f"FAIL sanity: {exc}"])
+        promoted = maybe_promote(self._registry, pending.version, decision, self.config)
+        log.info(
+            "gate on version %s vs champion %s: %s",
+            pending.version,
+            champion,
+            "promoted" if promoted else "; ".join(decision.reasons),
+        )
+        if promoted:
+            self._lineage.adopt(pending.version)
+
+    def _register(self, model: bytes, allocator: dict[str, Any], learned: int) -> Pending:
+        at = datetime.now(UTC)
+        bundle = ModelBundle(
+            vw_model_bytes=model,
+            allocator_state=dict(allocator),
+            feature_schema_version=1,
+            exploration=dataclasses.asdict(exploration_spec(self.settings)),
+            metadata={"learned_steps": learned, "base": self._lineage.champion or "none"},
+        )
+        version = self._registry.register(
+            bundle,
+            {"learned_steps": float(learned)},
+            {"learned_steps": learned, "descends_from": self._lineage.champion or "none"},
+            ("learner", at),
+            LEARNER_SOURCE,
+        )
+        self._registry.tag_version(
+            version, {LEARNED_TAG: str(learned), REGISTERED_AT_TAG: at.isoformat()}
+        )
+        log.info("registered version %s after %d learned steps (challenger)", version, learned)
+        return Pending(version, at, learned)
+
+
+def open_promoter(
+    settings: Settings, store: DuckDBFeatureStore, lineage: ChampionLineage
+) -> AutoPromoter:
+    """The promoter for the deployed learner, on the configured (or embedded) registry."""
+    return AutoPromoter(
+        settings, LifecycleSettings(), store, lineage, lifecycle.registry_for(settings)
+    )

@@ -1,12 +1,13 @@
 """Hands-off model lifecycle: the learner registers versions on a schedule and gates them.
 
 A *round* starts when the learner registers its current online model as a version (alias
-``challenger``). The round ends when ``register_every_steps`` more outcomes have been learned,
-or ``register_every_seconds`` have passed with at least one: then the pending challenger goes
-through the promotion gate (:mod:`learner.promotion`) on the steps *decided after it was
-registered*, which neither it nor the older champion has learned from, and the next round
-begins with a new registration. The first registration happens at the learner's first
-publication, so the first champion (sanity gate only) can be in place one round later.
+``challenger``). Its evaluation window is the steps *decided after* that registration, which
+neither it nor the older champion has learned from. The round ends when the window holds
+``register_every_steps`` steps with outcomes, or ``register_every_seconds`` have passed with at
+least one outcome learned: then the pending challenger goes through the promotion gate
+(:mod:`learner.promotion`) on the window, and the next round begins with a new registration.
+The first registration happens at the learner's first publication, so the first champion
+(sanity gate only) can be in place one round later.
 
 A champion the gate promotes was registered from the learner's own model, so the learner keeps
 learning from where it is and only relabels its snapshots. A champion moved from outside (an
@@ -130,16 +131,17 @@ class AutoPromoter:
         return Pending(version, at, int(tags[LEARNED_TAG]))
 
     def due(self, learned: int) -> bool:
-        """Whether the round ends now (``learned`` is the learner's learned-steps counter)."""
+        """Whether the round may end now (``learned`` is the learner's learned-steps counter);
+        cheap: the window, never larger than what was learned since, is counted by ``tick``."""
         if not self.lifecycle.auto_register or self._clock() < self._retry_at:
             return False
         new = learned - self._round_learned
         if self._first:
             return new > 0
-        elapsed = self._clock() - self._round_started
-        return new >= self.lifecycle.register_every_steps or (
-            new > 0 and elapsed >= self.lifecycle.register_every_seconds
-        )
+        return new >= self.lifecycle.register_every_steps or (new > 0 and self._expired())
+
+    def _expired(self) -> bool:
+        return self._clock() - self._round_started >= self.lifecycle.register_every_seconds
 
     def tick(self, get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int) -> None:
         """End the round if it is due: gate the pending challenger, register the next one."""
@@ -147,7 +149,13 @@ class AutoPromoter:
             return
         try:
             if self.pending is not None:
-                self._gate(self.pending)
+                window = lifecycle.logged_from_store(
+                    self._store, "the learner's feature store", since=self.pending.registered_at
+                )
+                if len(window.steps) < self.lifecycle.register_every_steps and not self._expired():
+                    return  # outcomes learned so far were of steps decided before the round
+                if not self._gate(self.pending, window):
+                    return  # the champion moved from outside: champion_moved comes next
                 self.pending = None
             self.pending = self._register(get_bytes(), allocator, learned)
         except (RegistryError, LifecycleError, BundleError, FeatureStoreError, OSError) as exc:
@@ -171,13 +179,12 @@ class AutoPromoter:
         self._first = False
         self._round_learned, self._round_started = learned, self._clock()
 
-    def _gate(self, pending: Pending) -> None:
+    def _gate(self, pending: Pending, data: lifecycle.LoggedData) -> bool:
+        """Gate ``pending`` on ``data``; False (nothing decided) if the champion is not the
+        one the learner descends from, i.e. it was moved from outside since it last looked."""
         champion = self._registry.get_alias_version(CHAMPION)
         if champion != self._lineage.champion:
-            return  # moved from outside since the learner last looked: champion_moved follows
-        data = lifecycle.logged_from_store(
-            self._store, "the learner's feature store", since=pending.registered_at
-        )
+            return False
         try:
             decision = lifecycle.compare_with_champion(
                 self._registry,
@@ -198,6 +205,7 @@ class AutoPromoter:
         )
         if promoted:
             self._lineage.adopt(pending.version)
+        return True
 
     def _register(self, model: bytes, allocator: dict[str, Any], learned: int) -> Pending:
         at = datetime.now(UTC)

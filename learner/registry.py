@@ -20,8 +20,10 @@ alias; operators still promote and roll back by hand. Pin and unpin are audited 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import secrets
 import tempfile
 import time
@@ -45,6 +47,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 AUDIT_TAG_PREFIX = "audit.alias_move."
 PIN_TAG = "lifecycle.pin"
+EMBEDDED_DATABASE = "mlflow.db"
 MODEL_ARTIFACT_PATH = "model"
 Action = Literal["register", "set", "promote", "rollback", "pin", "unpin"]
 _UNAVAILABLE_CODES = {
@@ -142,11 +145,18 @@ class ModelRegistry:
 
     @classmethod
     def embedded(cls, data_dir: Path, model_name: str = DEFAULT_MODEL_NAME) -> ModelRegistry:
-        """The local default: ``<data_dir>/mlflow.db``, artifacts under ``<data_dir>/mlruns``."""
+        """The local default: ``<data_dir>/mlflow.db``, artifacts under ``<data_dir>/mlruns``.
+
+        A new database is created complete under a temporary name and then linked into place,
+        so another process (a router following the champion) never sees half a schema.
+        """
         data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        database = data_dir / EMBEDDED_DATABASE
+        if not database.exists():
+            _create_database(database)
         return cls(
-            f"sqlite:///{data_dir / 'mlflow.db'}",
+            f"sqlite:///{database}",
             model_name=model_name,
             artifact_location=(data_dir / "mlruns").as_uri(),
         )
@@ -393,6 +403,21 @@ class ModelRegistry:
             raise _from_mlflow(exc, f"{action} for model {self.model_name!r}") from exc
         except OSError as exc:  # requests' errors are OSErrors too
             raise RegistryUnavailable(f"could not {action}: {exc}") from exc
+
+
+def _create_database(database: Path) -> None:
+    """Create MLflow's tracking and registry tables at ``database`` unless it appears first."""
+    staging = database.with_name(f".{database.name}.{secrets.token_hex(4)}")
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{staging}")
+        client.search_experiments(max_results=1)  # runs the tracking store's migrations
+        client.search_registered_models(max_results=1)  # and the registry's
+        with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+            os.link(staging, database)
+    except MlflowException as exc:
+        raise RegistryError(f"could not create the MLflow database {database}: {exc}") from exc
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _is_not_found(exc: MlflowException) -> bool:

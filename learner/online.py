@@ -2,9 +2,10 @@
 
 Wires :func:`learner.service.run_learner` to the router's settings, the DuckDB feature store,
 the snapshot store the router hot-swaps from, and the rolling-features export the router reads.
-The learner keeps learning online from the model it holds; when the registry's champion moves
-(a promotion or a rollback), it continues from the champion instead, so its snapshots always
-descend from the version the routers serve.
+The learner keeps learning online from the model it holds and runs the hands-off lifecycle
+(:mod:`learner.auto_promotion`: scheduled registration, the promotion gate). When an operator
+moves the champion (a promotion or a rollback), it continues from that champion instead, so its
+snapshots always descend from the version the routers serve.
 """
 
 from __future__ import annotations

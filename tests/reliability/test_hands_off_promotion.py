@@ -106,23 +106,21 @@ class Traffic:
 
 def wait_while_sending(traffic: Traffic, condition: Callable[[], T | None], what: str) -> T:
     """Poll ``condition`` until it holds, sending a few more steps between polls."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        found = condition()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what} ({traffic.sent} sent)"
-        traffic.send(10)
+    return wait_for(condition, f"{what} ({traffic.sent} sent)", between=lambda: traffic.send(10))
 
 
-def wait_for(condition: Callable[[], T | None], what: str) -> T:
+def wait_for(
+    condition: Callable[[], T | None],
+    what: str,
+    between: Callable[[], object] = lambda: time.sleep(0.1),
+) -> T:
     deadline = time.monotonic() + DEADLINE
     while True:
         found = condition()
         if found:
             return found
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+        between()
 
 
 @pytest.fixture

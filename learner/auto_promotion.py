@@ -114,7 +114,11 @@ class AutoPromoter:
         self._registry = registry
         self._clock = clock
         self._retry_at = 0.0
-        self.pending = self._restore() if lifecycle.auto_register else None
+        try:
+            self.pending = self._restore() if lifecycle.auto_register else None
+        except RegistryError as exc:  # the registry is down: the first round starts afresh
+            log.warning("could not read the pending challenger: %s", exc)
+            self.pending = None
         self._first = self.pending is None
         self._round_learned = self.pending.learned_steps if self.pending else 0
         self._round_started = clock()
@@ -159,11 +163,18 @@ class AutoPromoter:
                 self.pending = None
             self.pending = self._register(get_bytes(), allocator, learned)
         except (RegistryError, LifecycleError, BundleError, FeatureStoreError, OSError) as exc:
-            self._retry_at = self._clock() + RETRY_SECONDS
-            log.warning("model lifecycle round failed, retrying in %.0f s: %s", RETRY_SECONDS, exc)
+            self._retry_later(f"{type(exc).__name__}: {exc}")
+            return
+        except Exception:  # an unforeseen MLflow or DuckDB error must not stop the learning
+            log.exception("model lifecycle round failed unexpectedly")
+            self._retry_later("unexpected error (logged)")
             return
         self._first = False
         self._round_learned, self._round_started = learned, self._clock()
+
+    def _retry_later(self, why: str) -> None:
+        self._retry_at = self._clock() + RETRY_SECONDS
+        log.warning("model lifecycle round failed, retrying in %.0f s: %s", RETRY_SECONDS, why)
 
     def champion_moved(self, learned: int) -> None:
         """An operator moved the champion: drop the pending challenger, start a new round."""

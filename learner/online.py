@@ -10,8 +10,8 @@ snapshots always descend from the version the routers serve.
 
 from __future__ import annotations
 
-import importlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +20,7 @@ from typing import Any
 from feature_store.store import DuckDBFeatureStore
 from learner.auto_promotion import open_promoter
 from learner.checkpoint import atomic_write
+from learner.registry import RegistryError
 from learner.service import Learner, run_learner
 from learner.settings import LearnerSettings
 from learner.snapshots import SnapshotStore
@@ -31,6 +32,7 @@ from router_service.policy_refresh import rolling_features_path
 from router_service.settings import Settings
 from router_service.trust import TrustPolicies
 
+log = logging.getLogger(__name__)
 LINEAGE_FILE = "learner_lineage.json"
 CHAMPION_CHECK_SECONDS = 5.0
 
@@ -67,13 +69,17 @@ class Lineage:
         if not force and now - self._checked_at < CHAMPION_CHECK_SECONDS:
             return None
         self._checked_at = now
-        registry = open_registry(self._settings)
-        if registry is None:
+        try:
+            registry = open_registry(self._settings)
+            if registry is None:
+                return None
+            version = registry.get_alias_version("champion")
+            if version is None or version == self.champion:
+                return None
+            model = registry.load_bundle(version).policy_model()
+        except RegistryError as exc:  # keep learning on the model we have; look again later
+            log.warning("could not follow the champion: %s", exc)
             return None
-        version = registry.get_alias_version("champion")
-        if version is None or version == self.champion:
-            return None
-        model = registry.load_bundle(version).policy_model()
         self.adopt(version)
         return model
 
@@ -91,7 +97,6 @@ def publishing_hook(
 ) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
     """After model updates: follow the champion, run the lifecycle's rounds, write a snapshot,
     export rolling features."""
-    importlib.import_module("learner.registry")  # mlflow takes seconds: not inside a batch
     lineage = Lineage(settings)
     promoter = open_promoter(settings, store, lineage)
     snapshots = SnapshotStore(settings.data_dir)

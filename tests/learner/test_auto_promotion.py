@@ -77,6 +77,12 @@ class Log:
         self.store.write_events(events)
 
 
+@pytest.fixture(scope="module")
+def models() -> tuple[bytes, bytes]:
+    """A model preferring a failing action, and one preferring the good one."""
+    return model_preferring(0), model_preferring(GOOD)
+
+
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage]]:
     settings = Settings(data_dir=tmp_path / "var")
@@ -91,10 +97,10 @@ def parts(tmp_path: Path) -> Iterator[tuple[AutoPromoter, ModelRegistry, Log, Cl
 
 
 def test_rounds_register_gate_and_promote_the_better_model(
-    parts: tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage],
+    parts: tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage], models: tuple[bytes, bytes]
 ) -> None:
     promoter, registry, log, _, lineage = parts
-    bad, good = model_preferring(0), model_preferring(GOOD)
+    bad, good = models
     promoter.tick(lambda: bad, {}, learned=1)
     assert registry.get_alias_version(CHALLENGER) == "1", "the first publication registers"
     assert not promoter.due(50)
@@ -124,11 +130,11 @@ def test_rounds_register_gate_and_promote_the_better_model(
     assert registry.get_alias_version(CHAMPION) == "2"
 
 
-def test_an_operator_move_supersedes_the_pending_challenger(
-    parts: tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage],
+def test_a_pin_holds_and_an_operator_move_supersedes_the_pending_challenger(
+    parts: tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage], models: tuple[bytes, bytes]
 ) -> None:
     promoter, registry, log, clock, _ = parts
-    bad, good = model_preferring(0), model_preferring(GOOD)
+    bad, good = models
     promoter.tick(lambda: bad, {}, learned=1)
     log.steps(120)
     promoter.tick(lambda: good, {}, learned=130)

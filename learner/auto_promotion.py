@@ -129,8 +129,10 @@ class AutoPromoter:
         if version is None:
             return None
         tags = self._registry.version_tags(version)
-        if tags.get("source") != LEARNER_SOURCE or "gate.outcome" in tags:
-            return None
+        complete = {REGISTERED_AT_TAG, LEARNED_TAG} <= set(tags)
+        mine = tags.get("source") == LEARNER_SOURCE and complete
+        if not mine or "gate.outcome" in tags:
+            return None  # someone else's, decided, or its registration did not finish
         at = datetime.fromisoformat(tags[REGISTERED_AT_TAG])
         return Pending(version, at, int(tags[LEARNED_TAG]))
 

@@ -104,6 +104,9 @@ def test_rounds_register_gate_and_promote_the_better_model(
     promoter.tick(lambda: bad, {}, learned=1)
     assert registry.get_alias_version(CHALLENGER) == "1", "the first publication registers"
     assert not promoter.due(50)
+    restarted = AutoPromoter(promoter.settings, promoter.lifecycle, log.store, lineage, registry)
+    assert restarted.pending == promoter.pending, "a restart resumes the round"
+    assert not restarted.due(50) and restarted.due(101)
 
     promoter.tick(lambda: good, {}, learned=150)  # learned enough, but none decided since
     assert registry.get_alias_version(CHALLENGER) == "1" and "gate.outcome" not in (

@@ -6,8 +6,13 @@ neither it nor the older champion has learned from. The round ends when the wind
 ``register_every_steps`` steps with outcomes, or ``register_every_seconds`` have passed with at
 least one outcome learned: then the pending challenger goes through the promotion gate
 (:mod:`learner.promotion`) on the window, and the next round begins with a new registration.
-The first registration happens at the learner's first publication, so the first champion
-(sanity gate only) can be in place one round later.
+
+Day one: with an empty registry the learner's first publication registers the router's prior
+(version 1), which has learned from no logged step, so its window is every step logged so far;
+while there is no champion a round needs only ``min_steps`` steps (the sanity gate has no
+comparison to make tighter). The first champion is therefore in place as soon as ``min_steps``
+outcomes are in, even when they all arrived before the learner caught up. With a registry that
+already holds versions, the first publication registers the learner's current model instead.
 
 A champion the gate promotes was registered from the learner's own model, so the learner keeps
 learning from where it is and only relabels its snapshots. A champion moved from outside (an
@@ -37,13 +42,16 @@ from learner.model_bundle import BundleError, ModelBundle
 from learner.ope import EvaluationError
 from learner.promotion import GateConfig, GateDecision, maybe_promote
 from learner.registry import CHALLENGER, CHAMPION, ModelRegistry, RegistryError
+from learner.service import initial_model
+from learner.settings import LearnerSettings
 from router_service.policy import exploration_spec
 from router_service.settings import Settings
 
 log = logging.getLogger(__name__)
 LEARNER_SOURCE = "budget-router learner"
 LEARNED_TAG = "learner.learned_steps"
-REGISTERED_AT_TAG = "learner.registered_at"
+WINDOW_TAG = "learner.window_start"  # ISO 8601, or "all" for a model that learned no logged step
+EVERY_STEP = "all"
 RETRY_SECONDS = 30.0
 
 
@@ -87,10 +95,11 @@ class ChampionLineage(Protocol):
 
 @dataclass(frozen=True)
 class Pending:
-    """The challenger of the current round: its version, when and after how many outcomes."""
+    """The challenger of the current round: its version, where its evaluation window starts
+    (None: every logged step) and after how many learned outcomes it was registered."""
 
     version: str
-    registered_at: datetime
+    window_start: datetime | None
     learned_steps: int
 
 
@@ -114,6 +123,7 @@ class AutoPromoter:
         self._registry = registry
         self._clock = clock
         self._retry_at = 0.0
+        self._day_one = False
         try:
             self.pending = self._restore() if lifecycle.auto_register else None
         except RegistryError as exc:  # the registry is down: the first round starts afresh
@@ -126,15 +136,17 @@ class AutoPromoter:
     def _restore(self) -> Pending | None:
         """The challenger this learner registered and the gate has not decided yet, if any."""
         version = self._registry.get_alias_version(CHALLENGER)
-        if version is None:
+        if version is None:  # nothing was ever registered: start from the prior
+            self._day_one = self.settings.policy_model_path is None
             return None
         tags = self._registry.version_tags(version)
-        complete = {REGISTERED_AT_TAG, LEARNED_TAG} <= set(tags)
+        complete = {WINDOW_TAG, LEARNED_TAG} <= set(tags)
         mine = tags.get("source") == LEARNER_SOURCE and complete
         if not mine or "gate.outcome" in tags:
             return None  # someone else's, decided, or its registration did not finish
-        at = datetime.fromisoformat(tags[REGISTERED_AT_TAG])
-        return Pending(version, at, int(tags[LEARNED_TAG]))
+        start = tags[WINDOW_TAG]
+        window_start = None if start == EVERY_STEP else datetime.fromisoformat(start)
+        return Pending(version, window_start, int(tags[LEARNED_TAG]))
 
     def due(self, learned: int) -> bool:
         """Whether the round may end now (``learned`` is the learner's learned-steps counter);
@@ -144,7 +156,14 @@ class AutoPromoter:
         new = learned - self._round_learned
         if self._first:
             return new > 0
-        return new >= self.lifecycle.register_every_steps or (new > 0 and self._expired())
+        return new >= self._round_size() or (new > 0 and self._expired())
+
+    def _round_size(self) -> int:
+        """Window steps that end a round: ``min_steps`` for the first champion, else the
+        schedule's ``register_every_steps``."""
+        if self._lineage.champion is None:
+            return max(1, self.lifecycle.min_steps)
+        return self.lifecycle.register_every_steps
 
     def _expired(self) -> bool:
         return self._clock() - self._round_started >= self.lifecycle.register_every_seconds
@@ -154,11 +173,15 @@ class AutoPromoter:
         if not self.due(learned):
             return
         try:
+            if self._day_one:
+                self.pending = self._register(self._prior(), allocator, 0, day_one=True)
+                self._day_one = False
+                self._start_round(learned)
             if self.pending is not None:
                 window = lifecycle.logged_from_store(
-                    self._store, "the learner's feature store", since=self.pending.registered_at
+                    self._store, "the learner's feature store", since=self.pending.window_start
                 )
-                if len(window.steps) < self.lifecycle.register_every_steps and not self._expired():
+                if len(window.steps) < self._round_size() and not self._expired():
                     return  # outcomes learned so far were of steps decided before the round
                 if not self._gate(self.pending, window):
                     return  # the champion moved from outside: champion_moved comes next
@@ -171,8 +194,21 @@ class AutoPromoter:
             log.exception("model lifecycle round failed unexpectedly")
             self._retry_later("unexpected error (logged)")
             return
+        self._start_round(learned)
+
+    def _start_round(self, learned: int) -> None:
         self._first = False
         self._round_learned, self._round_started = learned, self._clock()
+
+    def _prior(self) -> bytes:
+        """The model the router serves on day one: its prior, fitted to synthetic steps only."""
+        model = initial_model(
+            LearnerSettings(data_dir=self.settings.data_dir, model_path=None), self.settings
+        )
+        try:
+            return model.to_bytes()
+        finally:
+            model.close()
 
     def _retry_later(self, why: str) -> None:
         self._retry_at = self._clock() + RETRY_SECONDS
@@ -189,8 +225,8 @@ class AutoPromoter:
             except RegistryError as exc:
                 log.warning("could not mark version %s superseded: %s", self.pending.version, exc)
             self.pending = None
-        self._first = False
-        self._round_learned, self._round_started = learned, self._clock()
+        self._day_one = False
+        self._start_round(learned)
 
     def _gate(self, pending: Pending, data: lifecycle.LoggedData) -> bool:
         """Gate ``pending`` on ``data``; False (nothing decided) if the champion is not the
@@ -220,14 +256,17 @@ class AutoPromoter:
             self._lineage.adopt(pending.version)
         return True
 
-    def _register(self, model: bytes, allocator: dict[str, Any], learned: int) -> Pending:
+    def _register(
+        self, model: bytes, allocator: dict[str, Any], learned: int, day_one: bool = False
+    ) -> Pending:
         at = datetime.now(UTC)
+        window_start = None if day_one else at
         bundle = ModelBundle(
             vw_model_bytes=model,
             allocator_state=dict(allocator),
             feature_schema_version=1,
             exploration=dataclasses.asdict(exploration_spec(self.settings)),
-            metadata={"learned_steps": learned, "base": self._lineage.champion or "none"},
+            metadata={"learned_steps": learned, "day_one": day_one},
         )
         version = self._registry.register(
             bundle,
@@ -236,11 +275,11 @@ class AutoPromoter:
             ("learner", at),
             LEARNER_SOURCE,
         )
-        self._registry.tag_version(
-            version, {LEARNED_TAG: str(learned), REGISTERED_AT_TAG: at.isoformat()}
-        )
-        log.info("registered version %s after %d learned steps (challenger)", version, learned)
-        return Pending(version, at, learned)
+        start = EVERY_STEP if window_start is None else window_start.isoformat()
+        self._registry.tag_version(version, {LEARNED_TAG: str(learned), WINDOW_TAG: start})
+        what = "the prior" if day_one else f"after {learned} learned steps"
+        log.info("registered version %s, %s (challenger)", version, what)
+        return Pending(version, window_start, learned)
 
 
 def open_promoter(

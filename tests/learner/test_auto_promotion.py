@@ -12,7 +12,7 @@ import pytest
 
 from feature_store.examples import MODELS, decision_event, outcome_event
 from feature_store.store import DuckDBFeatureStore
-from learner.auto_promotion import AutoPromoter, LifecycleSettings
+from learner.auto_promotion import WINDOW_TAG, AutoPromoter, LifecycleSettings
 from learner.registry import CHALLENGER, CHAMPION, ModelRegistry
 from learner.vw_model import ExplorationSpec, VWPolicyModel
 from router_service.settings import Settings
@@ -83,21 +83,31 @@ def models() -> tuple[bytes, bytes]:
     return model_preferring(0), model_preferring(GOOD)
 
 
-@pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage]]:
-    settings = Settings(data_dir=tmp_path / "var")
+Parts = tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage]
+
+
+def build(settings: Settings, store: DuckDBFeatureStore) -> Parts:
     registry = ModelRegistry.embedded(settings.data_dir)
     lifecycle = LifecycleSettings(
         register_every_steps=100, register_every_seconds=600, min_steps=80, min_ess=10
     )
     clock, lineage = Clock(), Lineage()
+    promoter = AutoPromoter(settings, lifecycle, store, lineage, registry, clock=clock)
+    return promoter, registry, Log(store), clock, lineage
+
+
+@pytest.fixture
+def parts(tmp_path: Path, models: tuple[bytes, bytes]) -> Iterator[Parts]:
+    """A learner that started from a model file (so no day-one registration of the prior)."""
+    start = tmp_path / "start.vw"
+    start.write_bytes(models[0])
+    settings = Settings(data_dir=tmp_path / "var", policy_model_path=start)
     with DuckDBFeatureStore(tmp_path / "features.duckdb") as store:
-        promoter = AutoPromoter(settings, lifecycle, store, lineage, registry, clock=clock)
-        yield promoter, registry, Log(store), clock, lineage
+        yield build(settings, store)
 
 
 def test_rounds_register_gate_and_promote_the_better_model(
-    parts: tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage], models: tuple[bytes, bytes]
+    parts: Parts, models: tuple[bytes, bytes]
 ) -> None:
     promoter, registry, log, _, lineage = parts
     bad, good = models
@@ -134,7 +144,7 @@ def test_rounds_register_gate_and_promote_the_better_model(
 
 
 def test_a_pin_holds_and_an_operator_move_supersedes_the_pending_challenger(
-    parts: tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage], models: tuple[bytes, bytes]
+    parts: Parts, models: tuple[bytes, bytes]
 ) -> None:
     promoter, registry, log, clock, _ = parts
     bad, good = models
@@ -156,3 +166,17 @@ def test_a_pin_holds_and_an_operator_move_supersedes_the_pending_challenger(
     assert promoter.pending is None and not promoter.due(450)
     clock.now += 601  # the longest round is over: a new version even with few outcomes
     assert promoter.due(391)
+
+
+def test_day_one_registers_the_prior_and_judges_it_on_every_step_logged_so_far(
+    tmp_path: Path, models: tuple[bytes, bytes]
+) -> None:
+    with DuckDBFeatureStore(tmp_path / "features.duckdb") as store:
+        promoter, registry, log, _, lineage = build(Settings(data_dir=tmp_path / "var"), store)
+        log.steps(120)  # all decided before the learner published anything
+        promoter.tick(lambda: models[1], {}, learned=120)
+    assert registry.version_tags("1")[WINDOW_TAG] == "all"
+    assert registry.version_tags("1")["gate.outcome"] == "promoted"
+    assert (registry.get_alias_version(CHAMPION), lineage.champion) == ("1", "1")
+    assert registry.get_alias_version(CHALLENGER) == "2"
+    assert registry.version_tags("2")[WINDOW_TAG] != "all"

@@ -4,9 +4,10 @@ The whole embedded stack (Tansu broker, learner, router, SQLite MLflow registry,
 ``budget-router up`` with a short schedule. Seeded decisions and outcomes go in over HTTP, one
 model clearly better than the others. The test waits (polling, with deadlines, while traffic
 keeps flowing) for the learner to register versions and the gate to promote a first champion
-(sanity gate) and a better one (off-policy gain over the first), checks the router serves what
-the registry names, pins the champion and checks the gate then moves nothing, rolls back with
-the CLI and checks the router swaps back.
+(the day-one prior, through the sanity gate) and a better one (off-policy gain over the first),
+checks the router serves what the registry names, pins the champion and checks the gate then
+moves nothing, rolls back with the CLI and checks the router swaps back, sees the gate pass a
+challenger but hold it while pinned, and promote once unpinned.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def test_outcomes_promote_a_champion_that_an_operator_pins_and_rolls_back(
         return None if view is None else view["champion"]
 
     wait_for(lambda: serving(client)["learner_events"] is not None, "the learner to run")
-    traffic.send(1)  # the learner's first publication registers the model it started from
+    traffic.send(1)  # the learner's first publication registers the prior (day one)
     registered = wait_for(
         lambda: (view := lifecycle(client)) and view["challenger"], "a first registered version"
     )
@@ -269,7 +270,7 @@ def test_outcomes_promote_a_champion_that_an_operator_pins_and_rolls_back(
     third = wait_while_sending(
         traffic, lambda: (c := champion()) != first and c, "a promotion after the unpin"
     )
-    last = registry.history()[-1]
+    last = [m for m in registry.history() if m.alias == CHAMPION][-1]
     assert (last.action, last.actor, last.to_version) == ("promote", "promotion-gate", third)
     print(f"{traffic.sent} steps sent in all; champion moves: {_moves(registry)}")
 

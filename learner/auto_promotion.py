@@ -18,34 +18,36 @@ A champion the gate promotes was registered from the learner's own model, so the
 learning from where it is and only relabels its snapshots. A champion moved from outside (an
 operator's promote or rollback) drops the pending challenger (tagged ``superseded``) and the
 learner continues from that champion. A pinned champion is never moved by the gate.
-Registry or store trouble never stops learning: the round is retried ``RETRY_SECONDS`` later.
+Rounds run on a background thread, so the learner never stops polling for them; registry or
+store trouble never stops learning either: the round is retried ``RETRY_SECONDS`` later.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_store.errors import FeatureStoreError
 from feature_store.store import DuckDBFeatureStore
-from learner import lifecycle
-from learner.lifecycle import LifecycleError
 from learner.model_bundle import BundleError, ModelBundle
-from learner.ope import EvaluationError
 from learner.promotion import GateConfig, GateDecision, maybe_promote
 from learner.registry import CHALLENGER, CHAMPION, ModelRegistry, RegistryError
 from learner.service import initial_model
 from learner.settings import LearnerSettings
 from router_service.policy import exploration_spec
 from router_service.settings import Settings
+
+if TYPE_CHECKING:
+    from learner.lifecycle import LoggedData
 
 log = logging.getLogger(__name__)
 LEARNER_SOURCE = "budget-router learner"
@@ -112,34 +114,44 @@ class AutoPromoter:
         lifecycle: LifecycleSettings,
         store: DuckDBFeatureStore,
         lineage: ChampionLineage,
-        registry: ModelRegistry,
+        open_registry: Callable[[], ModelRegistry],
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.config = lifecycle.gate_config()
         self._store = store
         self._lineage = lineage
-        self._registry = registry
+        self._open_registry = open_registry
+        self._registry: ModelRegistry | None = None  # opened by the first round, not at startup
         self._clock = clock
+        self._background = background
+        self._worker: threading.Thread | None = None
         self._retry_at = 0.0
         self._day_one = False
-        try:
-            self.pending = self._restore() if lifecycle.auto_register else None
-        except RegistryError as exc:  # the registry is down: the first round starts afresh
-            log.warning("could not read the pending challenger: %s", exc)
-            self.pending = None
-        self._first = self.pending is None
-        self._round_learned = self.pending.learned_steps if self.pending else 0
+        self.pending: Pending | None = None
+        self._first = True
+        self._round_learned = 0
         self._round_started = clock()
 
-    def _restore(self) -> Pending | None:
+    def _open(self) -> ModelRegistry:
+        """Open (on day one, create) the registry and resume the round a restart interrupted;
+        seconds of MLflow start-up, so it runs in the first round, not when the learner starts."""
+        registry = self._open_registry()
+        self._registry = registry
+        self.pending = self._restore(registry)
+        if self.pending is not None:
+            self._start_round(self.pending.learned_steps)
+        return registry
+
+    def _restore(self, registry: ModelRegistry) -> Pending | None:
         """The challenger this learner registered and the gate has not decided yet, if any."""
-        version = self._registry.get_alias_version(CHALLENGER)
+        version = registry.get_alias_version(CHALLENGER)
         if version is None:  # nothing was ever registered: start from the prior
             self._day_one = self.settings.policy_model_path is None
             return None
-        tags = self._registry.version_tags(version)
+        tags = registry.version_tags(version)
         complete = {WINDOW_TAG, LEARNED_TAG} <= set(tags)
         mine = tags.get("source") == LEARNER_SOURCE and complete
         if not mine or "gate.outcome" in tags:
@@ -168,25 +180,53 @@ class AutoPromoter:
     def _expired(self) -> bool:
         return self._clock() - self._round_started >= self.lifecycle.register_every_seconds
 
+    @property
+    def busy(self) -> bool:
+        """Whether a round is being worked on in the background right now."""
+        return self._worker is not None and self._worker.is_alive()
+
     def tick(self, get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int) -> None:
-        """End the round if it is due: gate the pending challenger, register the next one."""
-        if not self.due(learned):
+        """End the round if it is due: gate the pending challenger, register the next one.
+
+        The work (replays, MLflow writes: seconds) runs on a background thread with a copy of
+        the model, so the learner keeps polling its consumer group meanwhile.
+        """
+        if self.busy or not self.due(learned):
             return
+        model, allocator = get_bytes(), dict(allocator)
+        if not self._background:
+            self._round(model, allocator, learned)
+            return
+        self._worker = threading.Thread(
+            target=self._round, args=(model, allocator, learned), name="model-lifecycle"
+        )
+        self._worker.daemon = True
+        self._worker.start()
+
+    def _round(self, model: bytes, allocator: dict[str, Any], learned: int) -> None:
+        # learner.lifecycle brings scipy and pyarrow: imported here, off the learner's start-up
+        from learner.lifecycle import LifecycleError, logged_from_store
+
         try:
+            registry = self._registry
+            if registry is None:
+                registry = self._open()
+                if self.pending is not None:
+                    return  # a restart resumed its round: it goes on from here
             if self._day_one:
-                self.pending = self._register(self._prior(), allocator, 0, day_one=True)
+                self.pending = self._register(registry, self._prior(), allocator, 0, day_one=True)
                 self._day_one = False
                 self._start_round(learned)
             if self.pending is not None:
-                window = lifecycle.logged_from_store(
+                window = logged_from_store(
                     self._store, "the learner's feature store", since=self.pending.window_start
                 )
                 if len(window.steps) < self._round_size() and not self._expired():
                     return  # outcomes learned so far were of steps decided before the round
-                if not self._gate(self.pending, window):
+                if not self._gate(registry, self.pending, window):
                     return  # the champion moved from outside: champion_moved comes next
                 self.pending = None
-            self.pending = self._register(get_bytes(), allocator, learned)
+            self.pending = self._register(registry, model, allocator, learned)
         except (RegistryError, LifecycleError, BundleError, FeatureStoreError, OSError) as exc:
             self._retry_later(f"{type(exc).__name__}: {exc}")
             return
@@ -216,7 +256,7 @@ class AutoPromoter:
 
     def champion_moved(self, learned: int) -> None:
         """An operator moved the champion: drop the pending challenger, start a new round."""
-        if self.pending is not None:
+        if self.pending is not None and self._registry is not None:
             try:
                 self._registry.tag_version(
                     self.pending.version,
@@ -228,15 +268,18 @@ class AutoPromoter:
         self._day_one = False
         self._start_round(learned)
 
-    def _gate(self, pending: Pending, data: lifecycle.LoggedData) -> bool:
+    def _gate(self, registry: ModelRegistry, pending: Pending, data: LoggedData) -> bool:
         """Gate ``pending`` on ``data``; False (nothing decided) if the champion is not the
         one the learner descends from, i.e. it was moved from outside since it last looked."""
-        champion = self._registry.get_alias_version(CHAMPION)
+        from learner.lifecycle import compare_with_champion
+        from learner.ope import EvaluationError
+
+        champion = registry.get_alias_version(CHAMPION)
         if champion != self._lineage.champion:
             return False
         try:
-            decision = lifecycle.compare_with_champion(
-                self._registry,
+            decision = compare_with_champion(
+                registry,
                 pending.version,
                 data,
                 self.lifecycle.lambda_per_dollar,
@@ -245,7 +288,7 @@ class AutoPromoter:
             ).decision
         except EvaluationError as exc:  # e.g. an invalid pmf: the sanity gate refuses it
             decision = GateDecision(False, [f"FAIL sanity: {exc}"])
-        promoted = maybe_promote(self._registry, pending.version, decision, self.config)
+        promoted = maybe_promote(registry, pending.version, decision, self.config)
         log.info(
             "gate on version %s vs champion %s: %s",
             pending.version,
@@ -257,7 +300,12 @@ class AutoPromoter:
         return True
 
     def _register(
-        self, model: bytes, allocator: dict[str, Any], learned: int, day_one: bool = False
+        self,
+        registry: ModelRegistry,
+        model: bytes,
+        allocator: dict[str, Any],
+        learned: int,
+        day_one: bool = False,
     ) -> Pending:
         at = datetime.now(UTC)
         window_start = None if day_one else at
@@ -268,7 +316,7 @@ class AutoPromoter:
             exploration=dataclasses.asdict(exploration_spec(self.settings)),
             metadata={"learned_steps": learned, "day_one": day_one},
         )
-        version = self._registry.register(
+        version = registry.register(
             bundle,
             {"learned_steps": float(learned)},
             {"learned_steps": learned, "descends_from": self._lineage.champion or "none"},
@@ -276,7 +324,7 @@ class AutoPromoter:
             LEARNER_SOURCE,
         )
         start = EVERY_STEP if window_start is None else window_start.isoformat()
-        self._registry.tag_version(version, {LEARNED_TAG: str(learned), WINDOW_TAG: start})
+        registry.tag_version(version, {LEARNED_TAG: str(learned), WINDOW_TAG: start})
         what = "the prior" if day_one else f"after {learned} learned steps"
         log.info("registered version %s, %s (challenger)", version, what)
         return Pending(version, window_start, learned)
@@ -286,6 +334,10 @@ def open_promoter(
     settings: Settings, store: DuckDBFeatureStore, lineage: ChampionLineage
 ) -> AutoPromoter:
     """The promoter for the deployed learner, on the configured (or embedded) registry."""
-    return AutoPromoter(
-        settings, LifecycleSettings(), store, lineage, lifecycle.registry_for(settings)
-    )
+
+    def open_registry() -> ModelRegistry:
+        from learner.lifecycle import registry_for
+
+        return registry_for(settings)
+
+    return AutoPromoter(settings, LifecycleSettings(), store, lineage, open_registry)

@@ -105,7 +105,8 @@ def publishing_hook(
     def publish(
         get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int
     ) -> VWPolicyModel | None:
-        champion = lineage.moved_champion(force=promoter.due(learned))
+        busy = promoter.busy  # a round may be moving the champion: look again afterwards
+        champion = None if busy else lineage.moved_champion(force=promoter.due(learned))
         if champion is not None:
             promoter.champion_moved(learned)
             return champion

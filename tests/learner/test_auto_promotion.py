@@ -92,7 +92,9 @@ def build(settings: Settings, store: DuckDBFeatureStore) -> Parts:
         register_every_steps=100, register_every_seconds=600, min_steps=80, min_ess=10
     )
     clock, lineage = Clock(), Lineage()
-    promoter = AutoPromoter(settings, lifecycle, store, lineage, registry, clock=clock)
+    promoter = AutoPromoter(
+        settings, lifecycle, store, lineage, lambda: registry, clock=clock, background=False
+    )
     return promoter, registry, Log(store), clock, lineage
 
 
@@ -114,8 +116,11 @@ def test_rounds_register_gate_and_promote_the_better_model(
     promoter.tick(lambda: bad, {}, learned=1)
     assert registry.get_alias_version(CHALLENGER) == "1", "the first publication registers"
     assert not promoter.due(50)
-    restarted = AutoPromoter(promoter.settings, promoter.lifecycle, log.store, lineage, registry)
+    again = (promoter.settings, promoter.lifecycle, log.store, lineage, lambda: registry)
+    restarted = AutoPromoter(*again, background=False)
+    restarted.tick(lambda: good, {}, learned=50)
     assert restarted.pending == promoter.pending, "a restart resumes the round"
+    assert registry.get_alias_version(CHALLENGER) == "1"
     assert not restarted.due(50) and restarted.due(101)
 
     promoter.tick(lambda: good, {}, learned=150)  # learned enough, but none decided since

@@ -218,11 +218,11 @@ class AutoPromoter:
                 self._day_one = False
                 self._start_round(learned)
             if self.pending is not None:
-                window = logged_from_store(
-                    self._store, "the learner's feature store", since=self.pending.window_start
-                )
-                if len(window.steps) < self._round_size() and not self._expired():
+                since = self.pending.window_start
+                steps = len(self._store.logged_steps(since))
+                if steps < self._round_size() and not self._expired():
                     return  # outcomes learned so far were of steps decided before the round
+                window = logged_from_store(self._store, "the learner's feature store", since=since)
                 if not self._gate(registry, self.pending, window):
                     return  # the champion moved from outside: champion_moved comes next
                 self.pending = None

@@ -44,10 +44,11 @@ from learner.benchmark_data import (
     load_routerbench,
     simulate_logged,
 )
+from learner.gate_evidence import gather_evidence
 from learner.model_bundle import ModelBundle
 from learner.ope import EvaluationError
-from learner.promotion import GateConfig, GateDecision, PolicyEstimate, evaluate_gate, maybe_promote
-from learner.registry import CHAMPION, AliasMove, ModelRegistry, RegistryError
+from learner.promotion import GateConfig, GateDecision, evaluate_gate, maybe_promote
+from learner.registry import CHAMPION, AliasMove, ModelRegistry, Pin, RegistryError
 from learner.replay import (
     CandidatePolicy,
     EpsilonGreedyCandidate,
@@ -197,13 +198,25 @@ def load_logged(
         )
     try:
         with DuckDBFeatureStore(path, read_only=True) as store:
-            steps = store.logged_steps(since, until, domain)
-            tasks = store.spend_by_task(limit=2**31 - 1)
+            return logged_from_store(store, str(path), since=since, until=until, domain=domain)
     except Exception as exc:  # duckdb's lock errors vary by version; all mean "not readable"
         raise LifecycleError(
             f"cannot read the feature store {path} ({exc}); if the learner holds it, stop the "
             "learner or pass --logged with a Parquet export of the logged steps"
         ) from exc
+
+
+def logged_from_store(
+    store: DuckDBFeatureStore,
+    source: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    domain: str | None = None,
+) -> LoggedData:
+    """Decisions joined with outcomes from an open store (the learner's own connection)."""
+    steps = store.logged_steps(since, until, domain)
+    tasks = store.spend_by_task(limit=2**31 - 1)
     ids = {s.task_id for s in steps}
     mine = [t for t in tasks if t["task_id"] in ids]
     caps = {t["task_id"]: float(t["total_dollars"]) for t in mine if t["total_dollars"]}
@@ -212,7 +225,7 @@ def load_logged(
         if mine
         else ("", "")
     )
-    return LoggedData(steps, caps, window, str(path))
+    return LoggedData(steps, caps, window, source)
 
 
 def _from_parquet(
@@ -503,18 +516,6 @@ def resolve_version(registry: ModelRegistry, version_or_alias: str) -> str:
     return version
 
 
-def policy_estimate(
-    report: ReplayReport, data: LoggedData, task_cap: float
-) -> PolicyEstimate | None:
-    """The gate's view of a replay (SNIPS quality and spend); None when it has no estimate."""
-    quality, cost = report.overall.outcomes["quality"].snips, report.overall.outcomes["cost"].snips
-    if not all(math.isfinite(v) for v in (quality.value, quality.ci_low, cost.value)):
-        return None
-    return PolicyEstimate.from_ope(
-        quality, max(0.0, cost.value) * data.steps_per_task(), data.mean_cap(task_cap)
-    )
-
-
 def compare_with_champion(
     registry: ModelRegistry,
     version: str,
@@ -527,28 +528,34 @@ def compare_with_champion(
 ) -> Comparison:
     """Replay ``version`` and the champion on ``data`` and apply the promotion gate."""
     champion = registry.get_alias_version(CHAMPION)
-    candidate_model = registry.load_bundle(version).policy_model()
     if not data.steps:
-        reasons = (
-            ["pass no logged decisions and no champion yet: first promotion"]
-            if champion is None
-            else [f"FAIL no logged decisions to compare version {version} with champion {champion}"]
-        )
-        return Comparison(version, champion, None, None, GateDecision(champion is None, reasons))
-    ours = replay_candidate(
-        data.steps, VWModelCandidate(candidate_model, f"version {version}"), lam, progress=progress
-    )
-    theirs = None
+        reasons = [
+            f"FAIL samples: no logged decisions to evaluate version {version} on "
+            f"(minimum {config.min_steps})"
+        ]
+        return Comparison(version, champion, None, None, GateDecision(False, reasons))
+    models = [registry.load_bundle(version).policy_model()]
     if champion is not None and champion != version:
-        model = registry.load_bundle(champion).policy_model()
-        theirs = replay_candidate(data.steps, VWModelCandidate(model, f"champion {champion}"), lam)
-    estimate = policy_estimate(ours, data, task_cap)
-    if estimate is None:
-        decision = GateDecision(False, [f"FAIL version {version} has no estimate on this data"])
+        models.append(registry.load_bundle(champion).policy_model())
+    try:
+        replays = gather_evidence(
+            data.steps,
+            VWModelCandidate(models[0], f"version {version}"),
+            VWModelCandidate(models[1], f"champion {champion}") if len(models) > 1 else None,
+            lam,
+            steps_per_task=data.steps_per_task(),
+            mean_cap=data.mean_cap(task_cap),
+            alpha=config.alpha,
+            progress=progress,
+        )
+    finally:
+        for model in models:
+            model.close()
+    if replays.evidence is None:
+        decision = GateDecision(False, [f"FAIL version {version} or the champion has no estimate"])
     else:
-        baseline = None if theirs is None else policy_estimate(theirs, data, task_cap)
-        decision = evaluate_gate(estimate, baseline, config)
-    return Comparison(version, champion, ours, theirs, decision)
+        decision = evaluate_gate(replays.evidence, config)
+    return Comparison(version, champion, replays.candidate, replays.champion, decision)
 
 
 def promote(
@@ -583,6 +590,16 @@ def gate(
 def rollback(registry: ModelRegistry, *, actor: str, reason: str) -> AliasMove:
     """Move ``champion`` back to the champion before the current one."""
     return registry.rollback(actor, reason)
+
+
+def pin(registry: ModelRegistry, *, actor: str, reason: str) -> Pin:
+    """Hold the champion where it is: the automatic gate stops moving it until :func:`unpin`."""
+    return registry.set_pin(actor, reason)
+
+
+def unpin(registry: ModelRegistry, *, actor: str, reason: str) -> AliasMove:
+    """Let the automatic gate move the champion again."""
+    return registry.clear_pin(actor, reason)
 
 
 @dataclass(frozen=True)

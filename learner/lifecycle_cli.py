@@ -1,4 +1,4 @@
-"""``budget-router replay/train/gate/promote/rollback/models``: the model lifecycle commands.
+"""``budget-router replay/train/gate/promote/rollback/pin/unpin/models``: the lifecycle commands.
 
 The work is done by :mod:`learner.lifecycle`, imported only when a command runs (it loads MLflow
 and VW); this module parses arguments, prints reports and turns every expected error into one
@@ -82,6 +82,11 @@ def add_lifecycle_commands(
 
     rollback = command("rollback", _rollback, "move champion back to the previous version")
     _audit_arguments(rollback, "rollback")
+    for name, handler, text in (
+        ("pin", _pin, "stop the automatic gate from moving the champion"),
+        ("unpin", _unpin, "let the automatic gate move the champion again"),
+    ):
+        _audit_arguments(command(name, handler, text), name)
     command("models", _models, "registered versions, aliases and the alias audit trail")
     registry = commands.add_parser("registry", help="the model registry")
     registry_commands = registry.add_subparsers(dest="registry_command", required=True)
@@ -115,6 +120,16 @@ def _benchmark_arguments(sub: argparse.ArgumentParser, default_split: str) -> No
 
 def _gate_arguments(sub: argparse.ArgumentParser) -> None:
     d = GateConfig()
+    sub.add_argument(
+        "--margin",
+        type=float,
+        default=d.margin,
+        help=f"reward gain's lower bound must reach this ({d.margin:g})",
+    )
+    sub.add_argument(
+        "--min-steps", type=int, default=d.min_steps, help=f"logged steps needed ({d.min_steps})"
+    )
+    sub.add_argument("--confidence", type=float, default=d.confidence, help="of the intervals")
     sub.add_argument("--quality-tolerance", type=float, default=d.quality_tolerance)
     sub.add_argument("--min-ess", type=float, default=d.min_ess)
     sub.add_argument("--max-spend-ratio", type=float, default=d.max_spend_ratio)
@@ -301,7 +316,15 @@ def _summary(report: ReplayReport) -> str:
 
 
 def _config(args: argparse.Namespace, enabled: bool = True) -> GateConfig:
-    return GateConfig(enabled, args.quality_tolerance, args.min_ess, args.max_spend_ratio)
+    return GateConfig(
+        enabled,
+        quality_tolerance=args.quality_tolerance,
+        min_ess=args.min_ess,
+        max_spend_ratio=args.max_spend_ratio,
+        margin=args.margin,
+        min_steps=args.min_steps,
+        confidence=args.confidence,
+    )
 
 
 def _compare(args: argparse.Namespace, settings: Settings) -> tuple[ModelRegistry, Comparison]:
@@ -388,6 +411,20 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> None:
     print(_move_line(move))
 
 
+def _pin(args: argparse.Namespace, settings: Settings) -> None:
+    from learner import lifecycle
+
+    pin = lifecycle.pin(_registry(settings)(), actor=args.actor, reason=args.reason)
+    print(f"champion pinned at version {pin.version} by {pin.actor}: {pin.reason}")
+
+
+def _unpin(args: argparse.Namespace, settings: Settings) -> None:
+    from learner import lifecycle
+
+    move = lifecycle.unpin(_registry(settings)(), actor=args.actor, reason=args.reason)
+    print(f"champion unpinned at version {move.to_version or 'none'} by {move.actor}")
+
+
 def _move_line(move: AliasMove) -> str:
     return (
         f"{move.alias}: {move.from_version or 'none'} -> {move.to_version} "
@@ -401,6 +438,9 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
     registry = _registry(settings)()
     versions = lifecycle.list_versions(registry)
     print(f"Model {registry.model_name!r} in {registry.tracking_uri}")
+    pin = registry.pin()
+    if pin is not None:
+        print(f"  champion pinned at version {pin.version} by {pin.actor}: {pin.reason}")
     print(f"  {'version':<9}{'aliases':<22}{'created (UTC)':<21}{'source':<22}gate")
     for v in versions:
         created = v.created_at.strftime("%Y-%m-%d %H:%M:%S")

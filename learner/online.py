@@ -2,22 +2,25 @@
 
 Wires :func:`learner.service.run_learner` to the router's settings, the DuckDB feature store,
 the snapshot store the router hot-swaps from, and the rolling-features export the router reads.
-The learner keeps learning online from the model it holds; when the registry's champion moves
-(a promotion or a rollback), it continues from the champion instead, so its snapshots always
-descend from the version the routers serve.
+The learner keeps learning online from the model it holds and runs the hands-off lifecycle
+(:mod:`learner.auto_promotion`: scheduled registration, the promotion gate). When an operator
+moves the champion (a promotion or a rollback), it continues from that champion instead, so its
+snapshots always descend from the version the routers serve.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from feature_store.store import DuckDBFeatureStore
+from learner.auto_promotion import open_promoter
 from learner.checkpoint import atomic_write
+from learner.registry import RegistryError
 from learner.service import Learner, run_learner
 from learner.settings import LearnerSettings
 from learner.snapshots import SnapshotStore
@@ -29,6 +32,7 @@ from router_service.policy_refresh import rolling_features_path
 from router_service.settings import Settings
 from router_service.trust import TrustPolicies
 
+log = logging.getLogger(__name__)
 LINEAGE_FILE = "learner_lineage.json"
 CHAMPION_CHECK_SECONDS = 5.0
 
@@ -59,42 +63,54 @@ class Lineage:
             self.base_version, self.champion = saved["base_version"], saved["champion"]
         self._checked_at = 0.0
 
-    def moved_champion(self) -> VWPolicyModel | None:
+    def moved_champion(self, force: bool = False) -> VWPolicyModel | None:
         """The champion's model if the alias moved since we last looked, else None."""
         now = time.monotonic()
-        if now - self._checked_at < CHAMPION_CHECK_SECONDS:
+        if not force and now - self._checked_at < CHAMPION_CHECK_SECONDS:
             return None
         self._checked_at = now
-        registry = open_registry(self._settings)
-        if registry is None:
+        try:
+            registry = open_registry(self._settings)
+            if registry is None:
+                return None
+            version = registry.get_alias_version("champion")
+            if version is None or version == self.champion:
+                return None
+            model = registry.load_bundle(version).policy_model()
+        except RegistryError as exc:  # keep learning on the model we have; look again later
+            log.warning("could not follow the champion: %s", exc)
             return None
-        version = registry.get_alias_version("champion")
-        if version is None or version == self.champion:
-            return None
-        model = registry.load_bundle(version).policy_model()
+        self.adopt(version)
+        return model
+
+    def adopt(self, version: str) -> None:
+        """From now on the learner's model descends from registered ``version``."""
         self.champion, self.base_version = version, registered_version(version)
         atomic_write(
             self._path,
             json.dumps({"base_version": self.base_version, "champion": version}).encode(),
         )
-        return model
 
 
 def publishing_hook(
     settings: Settings, store: DuckDBFeatureStore
 ) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
-    """After model updates: follow the champion, write a snapshot, export rolling features."""
-    importlib.import_module("learner.registry")  # mlflow takes seconds: not inside a batch
+    """After model updates: follow the champion, run the lifecycle's rounds, write a snapshot,
+    export rolling features."""
     lineage = Lineage(settings)
+    promoter = open_promoter(settings, store, lineage)
     snapshots = SnapshotStore(settings.data_dir)
     rolling_path = rolling_features_path(settings.data_dir)
 
     def publish(
         get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int
     ) -> VWPolicyModel | None:
-        champion = lineage.moved_champion()
+        busy = promoter.busy  # a round may be moving the champion: look again afterwards
+        champion = None if busy else lineage.moved_champion(force=promoter.due(learned))
         if champion is not None:
+            promoter.champion_moved(learned)
             return champion
+        promoter.tick(get_bytes, allocator, learned)
         snapshots.write(get_bytes(), lineage.base_version, allocator, learned)
         store.export_rolling_features(rolling_path)
         return None

@@ -5,27 +5,34 @@ lifecycle markers are aliases (``challenger``, ``champion``), never the deprecat
 
 Audit log: every alias move is stored as one tag on the registered model, key
 ``audit.alias_move.<unix ns, 20 digits>.<8 hex>`` and value a JSON object with ``alias``,
-``action`` (register, set, promote, rollback), ``from_version``, ``to_version``, ``actor``,
-``reason`` and ``at`` (ISO 8601, UTC). Keys sort by time, so :meth:`ModelRegistry.history`
-needs one read; the log lives in the registry itself and survives with it. The previous
-champion is not stored separately: it is replayed from that log (promotions push, rollbacks
-pop), so rolling back twice walks back two promotions. Moves are not transactional; the
-learner is expected to be the only writer.
+``action`` (register, set, promote, rollback, pin, unpin), ``from_version``, ``to_version``,
+``actor``, ``reason`` and ``at`` (ISO 8601, UTC). Keys sort by time, so
+:meth:`ModelRegistry.history` needs one read; the log lives in the registry itself and survives
+with it. The previous champion is not stored separately: it is replayed from that log
+(promotions push, rollbacks pop), so rolling back twice walks back two promotions. Moves are not
+transactional; the learner is expected to be the only automatic writer.
+
+Pin: an operator can pin the champion (tag ``lifecycle.pin``, a JSON object with ``actor``,
+``reason``, ``at`` and the ``version`` pinned). While it is set the automatic gate moves no
+alias; operators still promote and roll back by hand. Pin and unpin are audited like moves
+(``from_version`` = ``to_version`` = the champion at the time).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import secrets
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import httpx
 import mlflow.artifacts
@@ -39,8 +46,10 @@ DEFAULT_MODEL_NAME = "budget-router"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 AUDIT_TAG_PREFIX = "audit.alias_move."
+PIN_TAG = "lifecycle.pin"
+EMBEDDED_DATABASE = "mlflow.db"
 MODEL_ARTIFACT_PATH = "model"
-Action = Literal["register", "set", "promote", "rollback"]
+Action = Literal["register", "set", "promote", "rollback", "pin", "unpin"]
 _UNAVAILABLE_CODES = {
     "TEMPORARILY_UNAVAILABLE",
     "INTERNAL_ERROR",
@@ -74,8 +83,23 @@ class InvalidBundle(RegistryError):
     """A registered version's artifacts are not a readable bundle."""
 
 
+class _TimedRecord:
+    """JSON of a frozen dataclass whose ``at`` field is a datetime (ISO 8601 in the JSON)."""
+
+    at: datetime
+
+    def to_json(self) -> str:
+        assert is_dataclass(self)
+        return json.dumps({**asdict(self), "at": self.at.isoformat()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        data = json.loads(text)
+        return cls(**{**data, "at": datetime.fromisoformat(data["at"])})
+
+
 @dataclass(frozen=True)
-class AliasMove:
+class AliasMove(_TimedRecord):
     """One audited alias move: which alias, from and to which version, who, why and when."""
 
     alias: str
@@ -86,13 +110,15 @@ class AliasMove:
     reason: str
     at: datetime
 
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "at": self.at.isoformat()}, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> AliasMove:
-        data = json.loads(text)
-        return cls(**{**data, "at": datetime.fromisoformat(data["at"])})
+@dataclass(frozen=True)
+class Pin(_TimedRecord):
+    """An operator's hold on the champion: the automatic gate moves nothing while it is set."""
+
+    version: str
+    actor: str
+    reason: str
+    at: datetime
 
 
 class ModelRegistry:
@@ -119,11 +145,18 @@ class ModelRegistry:
 
     @classmethod
     def embedded(cls, data_dir: Path, model_name: str = DEFAULT_MODEL_NAME) -> ModelRegistry:
-        """The local default: ``<data_dir>/mlflow.db``, artifacts under ``<data_dir>/mlruns``."""
+        """The local default: ``<data_dir>/mlflow.db``, artifacts under ``<data_dir>/mlruns``.
+
+        A new database is created complete under a temporary name and then linked into place,
+        so another process (a router following the champion) never sees half a schema.
+        """
         data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        database = data_dir / EMBEDDED_DATABASE
+        if not database.exists():
+            _create_database(database)
         return cls(
-            f"sqlite:///{data_dir / 'mlflow.db'}",
+            f"sqlite:///{database}",
             model_name=model_name,
             artifact_location=(data_dir / "mlruns").as_uri(),
         )
@@ -235,19 +268,42 @@ class ModelRegistry:
             if move.action == "rollback":
                 if stack:
                     stack.pop()
+            elif move.action in ("pin", "unpin"):
+                continue
             elif move.from_version is not None and move.from_version != move.to_version:
                 stack.append(move.from_version)
         return stack[-1] if stack else None
 
+    def pin(self) -> Pin | None:
+        """The operator's pin on the champion, or None when automatic moves are allowed."""
+        text = self._model_tags().get(PIN_TAG)
+        return Pin.from_json(text) if text else None
+
+    def set_pin(self, actor: str, reason: str) -> Pin:
+        """Stop automatic champion moves until :meth:`clear_pin`; audited."""
+        champion = self.get_alias_version(CHAMPION)
+        if champion is None:
+            raise RegistryNotFound(f"model {self.model_name!r} has no champion to pin")
+        pin = Pin(champion, actor, reason, datetime.now(UTC))
+        self._audit(AliasMove(CHAMPION, "pin", champion, champion, actor, reason, pin.at))
+        with self._translated("pin the champion"):
+            self._client.set_registered_model_tag(self.model_name, PIN_TAG, pin.to_json())
+        return pin
+
+    def clear_pin(self, actor: str, reason: str) -> AliasMove:
+        """Allow automatic champion moves again; audited."""
+        if self.pin() is None:
+            raise RegistryNotFound(f"the champion of {self.model_name!r} is not pinned")
+        champion = self.get_alias_version(CHAMPION) or ""
+        move = AliasMove(CHAMPION, "unpin", champion, champion, actor, reason, datetime.now(UTC))
+        with self._translated("unpin the champion"):
+            self._client.delete_registered_model_tag(self.model_name, PIN_TAG)
+        self._audit(move)
+        return move
+
     def history(self) -> list[AliasMove]:
         """Every recorded alias move, oldest first."""
-        with self._translated("read the alias history"):
-            try:
-                tags = self._client.get_registered_model(self.model_name).tags
-            except MlflowException as exc:
-                if _is_not_found(exc):
-                    return []
-                raise
+        tags = self._model_tags()
         return [
             AliasMove.from_json(tags[key])
             for key in sorted(tags)
@@ -265,6 +321,22 @@ class ModelRegistry:
         with self._translated(f"read version {version}"):
             return dict(self._client.get_model_version(self.model_name, version).tags)
 
+    def _model_tags(self) -> dict[str, str]:
+        with self._translated("read the registered model"):
+            try:
+                return dict(self._client.get_registered_model(self.model_name).tags)
+            except MlflowException as exc:
+                if _is_not_found(exc):
+                    return {}
+                raise
+
+    def _audit(self, move: AliasMove) -> None:
+        if not move.actor or not move.reason:
+            raise ValueError(f"actor and reason are required, got actor={move.actor!r}")
+        key = f"{AUDIT_TAG_PREFIX}{time.time_ns():020d}.{secrets.token_hex(4)}"
+        with self._translated(f"record the {move.action} of {move.alias!r}"):
+            self._client.set_registered_model_tag(self.model_name, key, move.to_json())
+
     def _move(self, alias: str, version: str, actor: str, reason: str, action: Action) -> AliasMove:
         if not alias or alias.isdigit():
             raise ValueError(f"alias must be a non-numeric name, got {alias!r}")
@@ -272,11 +344,10 @@ class ModelRegistry:
             raise ValueError(f"actor and reason are required for an alias move, got {actor=!r}")
         previous = self.get_alias_version(alias)
         move = AliasMove(alias, action, previous, version, actor, reason, datetime.now(UTC))
-        key = f"{AUDIT_TAG_PREFIX}{time.time_ns():020d}.{secrets.token_hex(4)}"
         with self._translated(f"move alias {alias!r} to version {version}"):
             self._client.get_model_version(self.model_name, version)  # NotFound before moving
             self._client.set_registered_model_alias(self.model_name, alias, version)
-            self._client.set_registered_model_tag(self.model_name, key, move.to_json())
+        self._audit(move)
         return move
 
     def _resolve(self, version_or_alias: str) -> str:
@@ -332,6 +403,21 @@ class ModelRegistry:
             raise _from_mlflow(exc, f"{action} for model {self.model_name!r}") from exc
         except OSError as exc:  # requests' errors are OSErrors too
             raise RegistryUnavailable(f"could not {action}: {exc}") from exc
+
+
+def _create_database(database: Path) -> None:
+    """Create MLflow's tracking and registry tables at ``database`` unless it appears first."""
+    staging = database.with_name(f".{database.name}.{secrets.token_hex(4)}")
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{staging}")
+        client.search_experiments(max_results=1)  # runs the tracking store's migrations
+        client.search_registered_models(max_results=1)  # and the registry's
+        with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+            os.link(staging, database)
+    except MlflowException as exc:
+        raise RegistryError(f"could not create the MLflow database {database}: {exc}") from exc
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _is_not_found(exc: MlflowException) -> bool:

@@ -46,6 +46,7 @@ class ChampionSync:
     def __init__(self, state: RouterState) -> None:
         self._state = state
         self._watcher: ChampionWatcher | None = None
+        self._open_error: str | None = None
 
     def check_now(self) -> None:
         if self._watcher is None:
@@ -56,7 +57,12 @@ class ChampionSync:
                 return
             from router_service.model_watcher import ChampionWatcher
 
-            registry = open_registry(self._state.settings)
+            try:
+                registry = open_registry(self._state.settings)
+            except Exception as exc:  # MLflow's own errors vary; keep the model, try again
+                self._open_error = f"could not open the model registry: {exc!r}"
+                log.warning("%s", self._open_error)
+                return
             if registry is None:
                 return
             self._watcher = ChampionWatcher(registry, self._swap)
@@ -74,7 +80,11 @@ class ChampionSync:
 
     def status(self) -> dict[str, Any]:
         if self._watcher is None:
-            return {"champion_version": None, "registry": "none"}
+            return {
+                "champion_version": None,
+                "registry": "none",
+                "registry_error": self._open_error,
+            }
         status = self._watcher.status()
         return {
             "champion_version": status.get("version"),

@@ -184,7 +184,16 @@ def test_replay_on_routerbench_shows_the_exact_value(
 
 
 def test_promote_gate_rollback_and_history(var: Path, trained: dict[str, str]) -> None:
-    lenient = ("--min-ess", "10", "--quality-tolerance", "1", "--max-spend-ratio", "100")
+    lenient = (
+        "--min-ess",
+        "10",
+        "--quality-tolerance",
+        "1",
+        "--max-spend-ratio",
+        "100",
+        "--margin",
+        "-1",
+    )
     out = run("promote", "1", *lenient, "--actor", "bob", "--reason", "first", "--data-dir", var)
     assert "Version 1 vs champion none" in out and "Off-policy comparison on 600" in out
     assert "domain legal" in out and "kind execution" in out

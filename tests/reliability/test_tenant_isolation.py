@@ -128,6 +128,7 @@ def request_bodies(route: Any, b: TenantB) -> list[Any]:
         "CloseRequest": [{"success": False, "quality": 0.0}],
         "ModelUpdate": [{"provider": "p", "tier": "small", "context_window": 1000}],
         "KeyCreate": [{"tenant": "globex", "trust_domains": ["*"]}],
+        "ChampionAction": [{"reason": "tenant A tries to move the champion"}],
     }
     assert name in bodies, f"{route.path}: add a body aimed at tenant B for {name}"
     return bodies[name]

@@ -38,6 +38,9 @@ NAMESPACE_LETTERS: dict[str, str] = {
 # Shared x action pairs: what about the step, task, signals and the request's content (its
 # words, a client's features, an embedding) makes which model good.
 INTERACTIONS = ("sm", "tm", "gm", "cm", "sp", "gp", "sr", "wm", "fm", "em")
+# Namespaces of names and categories (a model's id and tier, a task's domain and type): the
+# text of these is cached. Numbers in them would only make the cache miss, never go wrong.
+CATEGORICAL_NAMESPACES = frozenset({"model", "task"})
 _UNSAFE = re.compile(r"[\s|:]+")
 
 
@@ -70,7 +73,7 @@ def namespace_text(namespaces: Namespaces) -> str:
         letter = NAMESPACE_LETTERS.get(name)
         if letter is None:
             raise ValueError(f"unknown feature namespace {name!r}")
-        if all(type(value) is str or type(value) is bool for value in features.values()):
+        if name in CATEGORICAL_NAMESPACES:
             parts.append(_categorical_text(letter, tuple(features.items())))
         else:
             parts.append(_features_text(letter, features.items()))
@@ -79,7 +82,7 @@ def namespace_text(namespaces: Namespaces) -> str:
 
 @functools.lru_cache(maxsize=4_096)
 def _categorical_text(letter: str, features: tuple[tuple[str, FeatureValue], ...]) -> str:
-    """A namespace of names and categories only: these repeat across decisions, so cached.
+    """A namespace of names and categories: these repeat across decisions, so cached.
 
     Namespaces with numbers (costs, token counts, prompt n-grams) are rendered afresh: caching
     them would fill the cache and the collector's young generation with keys never seen again.

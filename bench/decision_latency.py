@@ -15,6 +15,7 @@ import random
 import shlex
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,8 +166,13 @@ def echo_workload(count: int, rng: random.Random) -> list[bytes]:
     ]
 
 
-async def measure_router(port: int, config: BenchConfig) -> ServerRun:
-    """Warm up, then light load, then peak, each phase on its own fresh tasks."""
+async def measure_router(port: int | Sequence[int], config: BenchConfig) -> ServerRun:
+    """Warm up, then light load, then peak, each phase on its own fresh tasks.
+
+    With several ports (router replicas on one shared ledger), tasks are opened through the
+    first and the load's connections are spread over all of them.
+    """
+    first = port if isinstance(port, int) else port[0]
     rng = random.Random(config.seed)
     per_task, width = config.decisions_per_task, config.peak_connections
     opened = 0
@@ -174,7 +180,7 @@ async def measure_router(port: int, config: BenchConfig) -> ServerRun:
     async def phase(name: str, tasks: int) -> list[bytes]:
         nonlocal opened
         opens, decides = decision_workload(name, tasks, per_task, rng, width)
-        statuses = await send_each("127.0.0.1", port, [post_json("/v1/tasks", b) for b in opens])
+        statuses = await send_each("127.0.0.1", first, [post_json("/v1/tasks", b) for b in opens])
         if refused := [s for s in statuses if not 200 <= s < 300]:
             raise BenchError(f"POST /v1/tasks answered {refused[0]}; expected 201 for every task")
         opened += tasks

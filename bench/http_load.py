@@ -178,9 +178,15 @@ async def send_each(
     return statuses
 
 
+async def _pool(host: str, port: int | Sequence[int], connections: int) -> list[Connection]:
+    """``connections`` open connections; with several ports (replicas), spread over them."""
+    ports = [port] if isinstance(port, int) else list(port)
+    return [await Connection(host, ports[n % len(ports)]).connect() for n in range(connections)]
+
+
 async def open_loop(
     host: str,
-    port: int,
+    port: int | Sequence[int],
     source: RequestSource,
     *,
     rate: float,
@@ -199,7 +205,7 @@ async def open_loop(
     total = max(1, int(rate * duration_s))
     interval = 1.0 / rate
     recorder = _Recorder(source)
-    pool = [await Connection(host, port).connect() for _ in range(connections)]
+    pool = await _pool(host, port, connections)
     start = time.perf_counter()
 
     async def worker(connection: Connection) -> None:
@@ -224,7 +230,7 @@ async def open_loop(
 
 async def closed_loop(
     host: str,
-    port: int,
+    port: int | Sequence[int],
     source: RequestSource,
     *,
     concurrency: int,
@@ -237,7 +243,7 @@ async def closed_loop(
             f"concurrency and duration_s: expected > 0, got {concurrency} and {duration_s}"
         )
     recorder = _Recorder(source)
-    pool = [await Connection(host, port).connect() for _ in range(concurrency)]
+    pool = await _pool(host, port, concurrency)
     start = time.perf_counter()
     deadline = start + duration_s
 

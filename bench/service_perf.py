@@ -44,6 +44,7 @@ from bench.decision_latency import (
     baseline_command,
     measure_baseline,
     measure_router,
+    router_command,
     task_body,
     task_steps,
 )
@@ -232,11 +233,13 @@ def http_part(config: PerfConfig, work: Path) -> dict[str, Any]:
     """bench.decision_latency's phases against ``budget-router up``, then the baseline app.
 
     The router runs on the embedded (SQLite) ledger, then again on a PostgreSQL ledger (the
-    store router replicas share) when Debian's PostgreSQL server binaries are installed.
+    store router replicas share), then as two replicas on one PostgreSQL ledger, when Debian's
+    PostgreSQL server binaries are installed.
     """
     embedded = StackConfig(data_dir=work / "http-stack", seed=config.seed)
     router, learner = _router_run(embedded, config)
     shared = _shared_store_run(config, work)
+    replicas = _replicas_run(config, work)
     port = free_port()
     with server_process(baseline_command(port), port, work / "baseline.log"):
         baseline = run(measure_baseline(port, config.latency))
@@ -245,6 +248,7 @@ def http_part(config: PerfConfig, work: Path) -> dict[str, Any]:
         "stack": "budget-router up",
         "router": {"light": asdict(router.light), "peak": asdict(router.peak)},
         "router_postgres": shared,
+        "router_postgres_replicas": replicas,
         "baseline": {"light": asdict(baseline.light), "peak": asdict(baseline.peak)},
         "tasks_opened": router.tasks_opened,
         "learner_consumed_after": learner.get("consumed"),
@@ -283,6 +287,46 @@ def _shared_store_run(config: PerfConfig, work: Path) -> dict[str, Any] | None:
     finally:
         cluster.stop()
     return {"light": asdict(router.light), "peak": asdict(router.peak)}
+
+
+def _replicas_run(config: PerfConfig, work: Path) -> dict[str, Any]:
+    """The same phases over two routers sharing one PostgreSQL ledger and one broker.
+
+    One is ``budget-router up`` (with the learner), the other a second ``serve`` on the same
+    ledger and broker; tasks open on the first, and the load's connections alternate between
+    them. What a second router worker adds on this machine.
+    """
+    from tests.postgres_cluster import PostgresCluster
+
+    try:
+        cluster = PostgresCluster().start()
+    except FileNotFoundError as exc:
+        return {"skipped": str(exc)}
+    broker = EmbeddedBroker(log_path=work / "replicas-broker.log").start()
+    try:
+        stack_config = StackConfig(
+            data_dir=work / "replicas-up",
+            seed=config.seed,
+            extra_env={
+                "BUDGET_ROUTER_LEDGER_URI": cluster.new_database(),
+                "BUDGET_ROUTER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            },
+        )
+        second = free_port()
+        with (
+            full_stack(stack_config) as stack,  # sets the environment the second router gets
+            server_process(
+                router_command(second, work / "replicas-second"),
+                second,
+                work / "replicas-second.log",
+                ready_timeout_s=60.0,
+            ),
+        ):
+            router = run(measure_router([stack.port, second], config.latency))
+    finally:
+        broker.stop()
+        cluster.stop()
+    return {"replicas": 2, "light": asdict(router.light), "peak": asdict(router.peak)}
 
 
 # -- 2. learner throughput ------------------------------------------------------------------
@@ -786,16 +830,23 @@ def render(document: dict[str, Any]) -> str:
                 f"{r['requests_per_s']:.1f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
                 f"{r['p99_ms']:.3f} | {r['max_ms']:.3f} |"
             )
-    shared = http.get("router_postgres")
-    if shared and "skipped" not in shared:
-        for r in (shared["light"], shared["peak"]):
-            lines.append(
-                f"| budget-router (up), PostgreSQL ledger | {r['label']} | {r['count']} | "
-                f"{r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.3f} | "
-                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} |"
-            )
-    elif shared:
-        lines += ["", f"PostgreSQL ledger run skipped: {shared['skipped']}"]
+    skipped = []
+    for key, name in (
+        ("router_postgres", "budget-router (up), PostgreSQL ledger"),
+        ("router_postgres_replicas", "2 routers (up + serve), one PostgreSQL ledger"),
+    ):
+        shared = http.get(key)
+        if shared and "skipped" not in shared:
+            for r in (shared["light"], shared["peak"]):
+                lines.append(
+                    f"| {name} | {r['label']} | {r['count']} | "
+                    f"{r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.3f} | "
+                    f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} |"
+                )
+        elif shared:
+            skipped.append(f"{name} skipped: {shared['skipped']}")
+    if skipped:
+        lines += ["", *skipped]
     lines += ["", f"Peak ratio router / baseline: {http['throughput_ratio']:.3f}", ""]
     ln = lrn["learner"]
     lines += [

@@ -66,6 +66,12 @@ class LifecycleSettings(BaseSettings):
     auto_promote: bool = Field(True, description="let the gate move the champion alias")
     register_every_steps: int = Field(1_000, gt=0, description="outcomes learned per round")
     register_every_seconds: float = Field(900.0, gt=0, description="longest round")
+    min_round_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="shortest round once there is a champion: at high event rates, rounds of "
+        "register_every_steps would each cost replays and MLflow writes every few seconds",
+    )
     margin: float = Field(0.01, description="reward gain's lower bound must reach this")
     min_steps: int = Field(200, ge=0, description="logged steps the gate needs")
     min_ess: float = Field(100.0, ge=0, description="effective sample size of both policies")
@@ -168,7 +174,11 @@ class AutoPromoter:
         new = learned - self._round_learned
         if self._first:
             return new > 0
-        return new >= self._round_size() or (new > 0 and self._expired())
+        if new >= self._round_size():
+            return self._lineage.champion is None or self._elapsed() >= (
+                self.lifecycle.min_round_seconds
+            )
+        return new > 0 and self._expired()
 
     def _round_size(self) -> int:
         """Window steps that end a round: ``min_steps`` for the first champion, else the
@@ -177,8 +187,11 @@ class AutoPromoter:
             return max(1, self.lifecycle.min_steps)
         return self.lifecycle.register_every_steps
 
+    def _elapsed(self) -> float:
+        return self._clock() - self._round_started
+
     def _expired(self) -> bool:
-        return self._clock() - self._round_started >= self.lifecycle.register_every_seconds
+        return self._elapsed() >= self.lifecycle.register_every_seconds
 
     @property
     def busy(self) -> bool:

@@ -38,9 +38,10 @@ NAMESPACE_LETTERS: dict[str, str] = {
 # Shared x action pairs: what about the step, task, signals and the request's content (its
 # words, a client's features, an embedding) makes which model good.
 INTERACTIONS = ("sm", "tm", "gm", "cm", "sp", "gp", "sr", "wm", "fm", "em")
-# Namespaces of names and categories (a model's id and tier, a task's domain and type): the
-# text of these is cached. Numbers in them would only make the cache miss, never go wrong.
-CATEGORICAL_NAMESPACES = frozenset({"model", "task"})
+# Namespaces whose text repeats across decisions, so it is cached: names and categories (a
+# model's id and tier, a task's domain and type) and a model's recent record (the same until
+# the rolling features are refreshed). Others carry numbers new at every step.
+CACHED_NAMESPACES = frozenset({"model", "task", "recent"})
 _UNSAFE = re.compile(r"[\s|:]+")
 
 
@@ -73,19 +74,19 @@ def namespace_text(namespaces: Namespaces) -> str:
         letter = NAMESPACE_LETTERS.get(name)
         if letter is None:
             raise ValueError(f"unknown feature namespace {name!r}")
-        if name in CATEGORICAL_NAMESPACES:
-            parts.append(_categorical_text(letter, tuple(features.items())))
+        if name in CACHED_NAMESPACES:
+            parts.append(_cached_text(letter, tuple(features.items())))
         else:
             parts.append(_features_text(letter, features.items()))
     return " ".join(parts)
 
 
 @functools.lru_cache(maxsize=4_096)
-def _categorical_text(letter: str, features: tuple[tuple[str, FeatureValue], ...]) -> str:
-    """A namespace of names and categories: these repeat across decisions, so cached.
+def _cached_text(letter: str, features: tuple[tuple[str, FeatureValue], ...]) -> str:
+    """A namespace of ``CACHED_NAMESPACES``.
 
-    Namespaces with numbers (costs, token counts, prompt n-grams) are rendered afresh: caching
-    them would fill the cache and the collector's young generation with keys never seen again.
+    The others (costs, token counts, prompt n-grams) are rendered afresh: caching them would
+    fill the cache and the collector's young generation with keys never seen again.
     """
     return _features_text(letter, features)
 

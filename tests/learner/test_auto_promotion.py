@@ -89,7 +89,11 @@ Parts = tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage]
 def build(settings: Settings, store: DuckDBFeatureStore) -> Parts:
     registry = ModelRegistry.embedded(settings.data_dir)
     lifecycle = LifecycleSettings(
-        register_every_steps=100, register_every_seconds=600, min_steps=80, min_ess=10
+        register_every_steps=100,
+        register_every_seconds=600,
+        min_round_seconds=0,
+        min_steps=80,
+        min_ess=10,
     )
     clock, lineage = Clock(), Lineage()
     promoter = AutoPromoter(
@@ -185,3 +189,24 @@ def test_day_one_registers_the_prior_and_judges_it_on_every_step_logged_so_far(
     assert (registry.get_alias_version(CHAMPION), lineage.champion) == ("1", "1")
     assert registry.get_alias_version(CHALLENGER) == "2"
     assert registry.version_tags("2")[WINDOW_TAG] != "all"
+
+
+def test_with_a_champion_a_full_window_waits_for_the_shortest_round(tmp_path: Path) -> None:
+    lifecycle = LifecycleSettings(register_every_steps=100, min_round_seconds=60, min_steps=10)
+    clock, lineage = Clock(), Lineage()
+    with DuckDBFeatureStore(tmp_path / "features.duckdb") as store:
+        promoter = AutoPromoter(
+            Settings(data_dir=tmp_path / "var"),
+            lifecycle,
+            store,
+            lineage,
+            lambda: ModelRegistry.embedded(tmp_path / "var"),
+            clock=clock,
+            background=False,
+        )
+        promoter._start_round(0)
+        assert promoter.due(10), "no champion yet: the first one is not held back"
+        lineage.adopt("1")
+        assert not promoter.due(500), "a full window, but only 0 s into the round"
+        clock.now += 60
+        assert promoter.due(100) and not promoter.due(99)

@@ -4,7 +4,7 @@ from learner.vw_model import (
     ExplorationSpec,
     LabeledExample,
     VWPolicyModel,
-    _categorical_text,
+    _cached_text,
     example_lines,
     example_text,
     namespace_text,
@@ -24,8 +24,8 @@ def test_example_lines_format_shared_actions_and_label() -> None:
     ]
 
 
-def test_only_categorical_namespaces_are_cached() -> None:
-    _categorical_text.cache_clear()
+def test_only_namespaces_that_repeat_are_cached() -> None:
+    _cached_text.cache_clear()
     categorical = {"model": {"id": "gpt", "tier": "premium", "self_hosted": False}}
     numeric = {"cost": {"log_cost": 0.123}}
     assert namespace_text(categorical) == "|m id=gpt tier=premium"
@@ -33,7 +33,7 @@ def test_only_categorical_namespaces_are_cached() -> None:
     for n in range(1, 50):  # a fresh cost every decision: none of it may stay in the cache
         assert namespace_text({"cost": {"log_cost": n / 7}}) == f"|p log_cost:{n / 7:.6g}"
     assert namespace_text(numeric) == "|p log_cost:0.123"
-    info = _categorical_text.cache_info()
+    info = _cached_text.cache_info()
     assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
 
 

@@ -6,6 +6,10 @@ seeks to the learner's own positions (restored from the checkpoint) and, for a p
 learner has never read, to the beginning: the checkpoint, not the group's committed offsets,
 is the source of truth. Offsets are committed after each checkpoint only so that lag shows in
 the usual Kafka tooling. One learner per group: it is the single writer of the model.
+
+The positions hold for one cluster: when the broker reports another cluster id (the
+memory-only embedded broker restarted, empty), :meth:`EventConsumer.restart_from_beginning`
+drops them and reads the new log from its start.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class EventConsumer:
 
     def __init__(self, settings: LearnerSettings, positions: MutableMapping[int, int]) -> None:
         self.topic = settings.topic
+        self._topics = [settings.topic, settings.dead_letter_topic]
+        self._bootstrap = settings.bootstrap_servers
         self._positions = positions
         self._poll_timeout_ms = settings.poll_timeout_ms
         self._max_records = settings.max_poll_records
@@ -139,6 +145,23 @@ class EventConsumer:
                 self._consumer.seek(tp, position)
         if fresh:
             self._consumer.seek_to_beginning(*fresh)
+
+    @property
+    def cluster_id(self) -> str:
+        """The id of the cluster the consumer's metadata comes from ("" before the first)."""
+        # kafka-python keeps it on the client's metadata, refreshed before any fetch is sent.
+        return self._consumer._client.cluster.cluster_id or ""
+
+    def restart_from_beginning(self) -> None:
+        """On a new cluster: create our topics if it lacks them, forget every position and
+        read each assigned partition from its first offset."""
+        from router_service.embedded_broker import ensure_topics
+
+        ensure_topics(self._bootstrap, self._topics)
+        self._positions.clear()
+        assigned = list(self._consumer.assignment())
+        if assigned:
+            self._consumer.seek_to_beginning(*assigned)
 
     def poll(self) -> list[Record]:
         """The next batch, in offset order within each partition."""

@@ -374,11 +374,11 @@ class KafkaEventPublisher:
         try:
             while True:
                 self._wake.clear()
-                batch = self._next_batch()
-                if batch is None:
-                    return
                 try:
-                    self._check_cluster()
+                    self._check_cluster()  # before reading a batch, which a requeue changes
+                    batch = self._next_batch()
+                    if batch is None:
+                        return
                     if not batch:
                         self._wake.wait(0.5)
                         continue
@@ -411,7 +411,13 @@ class KafkaEventPublisher:
         return batch
 
     def _deliver(self, batch: list[SpooledEvent]) -> None:
-        """Send ``batch`` in order; mark the acknowledged prefix; raise if any record failed."""
+        """Send ``batch`` in order; mark the acknowledged prefix; raise if any record failed.
+
+        Returns at once, sending nothing, when connecting requeued older events: the next
+        batch starts with them, so each task's events keep their order.
+        """
+        if self._producer is None and self._connect_requeued():
+            return
         producer = self._connect()
         results: list[KafkaError | bool | None] = [False] * len(batch)  # False: no answer yet
 
@@ -438,8 +444,8 @@ class KafkaEventPublisher:
                 break
             done += 1
         if done:
-            acked = self._spool.mark_delivered_through(
-                batch[done - 1].seq, self._cluster_id, time.time()
+            acked = self._spool.mark_delivered(
+                [row.seq for row in batch[:done]], self._cluster_id, time.time()
             )
             with self._cond:
                 self._delivered += done
@@ -462,18 +468,24 @@ class KafkaEventPublisher:
             if time.monotonic() >= give_up:
                 return TimeoutError("the broker did not acknowledge the batch in time")
 
+    def _connect_requeued(self) -> bool:
+        """Connect; True when the cluster reached is a new one that got events requeued."""
+        producer = Producer(
+            {"bootstrap.servers": self.bootstrap_servers, **self._producer_config},
+            logger=logger,
+        )
+        try:
+            requeued = self._on_cluster(producer)
+        except Exception:
+            _discard(producer)
+            raise
+        self._producer = producer
+        return requeued > 0
+
     def _connect(self) -> Producer:
         if self._producer is None:
-            producer = Producer(
-                {"bootstrap.servers": self.bootstrap_servers, **self._producer_config},
-                logger=logger,
-            )
-            try:
-                self._on_cluster(producer)
-            except Exception:
-                _discard(producer)
-                raise
-            self._producer = producer
+            self._connect_requeued()
+        assert self._producer is not None
         return self._producer
 
     def _check_cluster(self) -> None:
@@ -487,8 +499,10 @@ class KafkaEventPublisher:
         if forgotten:
             logger.debug("forgot %d delivered events", forgotten)
 
-    def _on_cluster(self, producer: Producer) -> None:
-        """Learn which cluster ``producer`` reaches; on a new one, resend what the old one had.
+    def _on_cluster(self, producer: Producer) -> int:
+        """Learn which cluster ``producer`` reaches; on a new one, requeue what the old one had.
+
+        Returns how many delivered events were made pending again.
 
         A restarted memory-only broker (Tansu) comes back with a new cluster id and without
         topics: ours are created again, and the delivered rows still retained go out again
@@ -498,7 +512,7 @@ class KafkaEventPublisher:
         cluster_id = producer.list_topics(timeout=timeout).cluster_id or ""
         self._cluster_checked = time.monotonic()
         if cluster_id == self._cluster_id:
-            return
+            return 0
         ensure_topics(self.bootstrap_servers, [self.topic], self.partitions)
         requeued = self._spool.redeliver_unless(cluster_id)
         if requeued:
@@ -512,6 +526,7 @@ class KafkaEventPublisher:
             self._spool_depth += requeued
             self._redelivered += requeued
         self._cluster_id = cluster_id
+        return requeued
 
     def _drop_producer(self) -> None:
         if self._producer is not None:

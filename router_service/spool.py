@@ -125,29 +125,14 @@ class EventSpool:
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete delivered events by seq; return how many rows were deleted."""
         params = [(int(seq),) for seq in seqs]
-        if not params:
-            return 0
-        with self._lock:
-            self._check_open()
-            try:
-                before = self._db.total_changes
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("DELETE FROM spool WHERE seq = ?", params)
-                self._db.execute("COMMIT")
-                return self._db.total_changes - before
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise SpoolError(
-                    f"cannot acknowledge in the event spool {self.path}: {exc}"
-                ) from exc
+        return self._write_many("DELETE FROM spool WHERE seq = ?", params, "acknowledge in")
 
-    def mark_delivered_through(self, seq: int, cluster_id: str, now: float) -> int:
-        """Mark every undelivered event up to ``seq`` as taken by ``cluster_id`` at ``now``."""
-        return self._write(
+    def mark_delivered(self, seqs: Iterable[int], cluster_id: str, now: float) -> int:
+        """Mark the events ``seqs`` as taken by ``cluster_id`` at ``now``; return how many."""
+        return self._write_many(
             "UPDATE spool SET delivered_to = ?, delivered_at = ? "
-            "WHERE seq <= ? AND delivered_to IS NULL",
-            (cluster_id, now, seq),
+            "WHERE seq = ? AND delivered_to IS NULL",
+            [(cluster_id, now, int(seq)) for seq in seqs],
             "mark delivered in",
         )
 
@@ -167,6 +152,23 @@ class EventSpool:
             (before,),
             "prune",
         )
+
+    def _write_many(self, sql: str, params: list[tuple[object, ...]], what: str) -> int:
+        """Run ``sql`` once per parameter row in one transaction; return the rows changed."""
+        if not params:
+            return 0
+        with self._lock:
+            self._check_open()
+            try:
+                before = self._db.total_changes
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(sql, params)
+                self._db.execute("COMMIT")
+                return self._db.total_changes - before
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise SpoolError(f"cannot {what} the event spool {self.path}: {exc}") from exc
 
     def _write(self, sql: str, params: tuple[object, ...], what: str) -> int:
         with self._lock:

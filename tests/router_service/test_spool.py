@@ -46,7 +46,7 @@ def test_delivered_rows_leave_pending_and_come_back_for_another_cluster(
     spool: EventSpool,
 ) -> None:
     seqs = spool.append_many([("k", str(i).encode()) for i in range(5)])
-    assert spool.mark_delivered_through(seqs[2], "cluster-a", now=100.0) == 3
+    assert spool.mark_delivered(seqs[:3], "cluster-a", now=100.0) == 3
     assert [r.payload for r in spool.pending(10)] == [b"3", b"4"]
     assert spool.depth() == 2
     assert spool.redeliver_unless("cluster-a") == 0
@@ -58,8 +58,8 @@ def test_forget_delivered_deletes_only_rows_delivered_before_the_horizon(
     spool: EventSpool,
 ) -> None:
     seqs = spool.append_many([("k", str(i).encode()) for i in range(4)])
-    spool.mark_delivered_through(seqs[0], "c", now=10.0)
-    spool.mark_delivered_through(seqs[1], "c", now=20.0)
+    spool.mark_delivered(seqs[:1], "c", now=10.0)
+    spool.mark_delivered(seqs[1:2], "c", now=20.0)
     assert spool.forget_delivered(before=15.0) == 1
     assert spool.redeliver_unless("other") == 1  # only the row delivered at 20 is left
     assert [r.payload for r in spool.pending(10)] == [b"1", b"2", b"3"]
@@ -75,7 +75,7 @@ def test_events_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite3"
     with EventSpool(path) as spool:
         spool.append_many([("t1", b"a"), ("t2", b"b")])
-        spool.mark_delivered_through(spool.pending(1)[0].seq, "c", now=1.0)
+        spool.mark_delivered([spool.pending(1)[0].seq], "c", now=1.0)
     with EventSpool(path) as reopened:
         assert [(r.key, r.payload) for r in reopened.pending(10)] == [("t2", b"b")]
         assert reopened.depth() == 1

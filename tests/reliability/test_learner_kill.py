@@ -3,11 +3,9 @@ uninterrupted run ends: the same VW model, and each step once in its DuckDB feat
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,6 @@ from learner.vw_model import VWPolicyModel
 from router_service.embedded_broker import EmbeddedBroker
 from tests.kafka_helpers import wait_until
 from tests.learner.test_learner_kafka import (
-    FAST_GROUP,
-    REPO,
     as_messages,
     canonical,
     final_checkpoint,
@@ -31,6 +27,7 @@ from tests.learner.test_learner_kafka import (
     probe_pmfs,
     publish,
 )
+from tests.learner.test_learner_kafka import start_learner as learner_process
 from tests.learner.test_learning_shift import STEPS, simulate
 
 pytestmark = pytest.mark.integration
@@ -48,23 +45,9 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 def start_learner(settings: LearnerSettings, log: Path) -> subprocess.Popen[bytes]:
     """``python -m learner`` with its DuckDB store, small batches and frequent checkpoints."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "BUDGET_ROUTER_PRIOR_EXAMPLES_PER_KIND": "10",
-            "BUDGET_ROUTER_SEED": "7",
-            "BUDGET_ROUTER_EXPLORATION__EPSILON": "0.3",
-            "BUDGET_ROUTER_LEARNER_CHECKPOINT_EVERY_EVENTS": "60",
-            "BUDGET_ROUTER_LEARNER_MAX_POLL_RECORDS": "25",
-            **{f"BUDGET_ROUTER_LEARNER_{k.upper()}": str(v) for k, v in FAST_GROUP.items()},
-        }
+    return learner_process(
+        settings, log, store=True, checkpoint_every_events="60", max_poll_records="25"
     )
-    command = [sys.executable, "-m", "learner", "--log-level", "WARNING"]
-    command += ["--data-dir", str(settings.data_dir), "--topic", settings.topic]
-    command += ["--bootstrap-servers", settings.bootstrap_servers, "--group-id", settings.group_id]
-    command += ["--dead-letter-topic", settings.dead_letter_topic]
-    with open(log, "ab") as out:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=out)
 
 
 def kill_after(process: subprocess.Popen[bytes], data_dir: Path, point: int, log: Path) -> int:

@@ -62,7 +62,10 @@ class KafkaDeadLetters:
         self.topic = topic
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5
+                bootstrap_servers=bootstrap_servers,
+                acks="all",
+                linger_ms=5,
+                allow_auto_create_topics=False,
             )
         except KafkaError as exc:
             raise BrokerUnavailable(
@@ -131,6 +134,10 @@ class EventConsumer:
                 # Fresh metadata every few seconds: a replaced cluster (a new cluster id)
                 # shows within them, not after the default five minutes.
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                # Topics come from ensure_topics with their partition count. (Tansu ignores
+                # this and creates a missing topic with 4 partitions on a metadata request;
+                # that works too, as events are keyed by task.)
+                allow_auto_create_topics=False,
             )
         except KafkaError as exc:
             raise BrokerUnavailable(

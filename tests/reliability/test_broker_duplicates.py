@@ -9,17 +9,16 @@ after its decision's join window, and an outcome and a correction for decisions 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from feature_store.store import DuckDBFeatureStore
-from learner.service import read_status, run_learner
+from learner.service import read_status
 from router_service.embedded_broker import EmbeddedBroker
 from router_service.events import AnyEvent, CorrectionEvent, OutcomeEvent
-from tests.kafka_helpers import consume_all, wait_until
+from tests.kafka_helpers import consume_all, running_learner, wait_until
 from tests.learner.test_learner_kafka import as_messages, learner_settings, publish
 from tests.learner.test_learning_shift import STEPS, router_settings, simulate
 
@@ -85,15 +84,8 @@ def test_duplicates_count_once_and_late_or_unknown_events_are_dead_lettered(
     stream = faulty_stream(list(simulate(TASKS, seed=SEED)))
     publish(broker.bootstrap, settings.topic, as_messages(stream))
 
-    stop = threading.Event()
     store = DuckDBFeatureStore(settings.feature_store_path)
-    learner = threading.Thread(
-        target=run_learner,
-        args=(settings, stop),
-        kwargs={"router_settings": router_settings(), "store": store},
-    )
-    learner.start()
-    try:
+    with running_learner(settings, router_settings=router_settings(), store=store):
         wait_until(
             lambda: (
                 (read_status(tmp_path) or {}).get("consumed") == len(stream)
@@ -102,9 +94,6 @@ def test_duplicates_count_once_and_late_or_unknown_events_are_dead_lettered(
             timeout=30,
             message=f"the learner to consume and checkpoint all {len(stream)} events",
         )
-    finally:
-        stop.set()
-        learner.join(timeout=30)
     status = read_status(tmp_path)
     assert status is not None
 

@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from feature_store.store import DuckDBFeatureStore
-from learner.service import read_status, run_learner
+from learner.service import read_status
 from router_service.embedded_broker import EmbeddedBroker, ensure_topics, free_port
 from tests.conftest import ADMIN_HEADERS, budget
-from tests.kafka_helpers import wait_until
+from tests.kafka_helpers import running_learner, wait_until
 from tests.learner.test_learner_kafka import as_messages, learner_settings, publish
 from tests.learner.test_learning_shift import STEPS, router_settings, simulate
 from tests.router_processes import router_env, router_process
@@ -245,17 +245,8 @@ def test_a_learner_reads_the_log_of_a_restarted_broker_from_its_start(
     settings = learner_settings(brokers[0], tmp_path)
     old = as_messages(list(simulate(30, seed=1)))
     publish(brokers[0].bootstrap, settings.topic, old)
-    stop = threading.Event()
-    learner = threading.Thread(
-        target=run_learner,
-        args=(settings, stop),
-        kwargs={
-            "router_settings": router_settings(),
-            "store": DuckDBFeatureStore(settings.feature_store_path),
-        },
-    )
-    learner.start()
-    try:
+    store = DuckDBFeatureStore(settings.feature_store_path)
+    with running_learner(settings, router_settings=router_settings(), store=store):
         wait_until(lambda: read_up_to(tmp_path, len(old)), 30, "the first broker's log read")
         brokers[0].stop()
         brokers.append(EmbeddedBroker(port=port).start())
@@ -264,13 +255,10 @@ def test_a_learner_reads_the_log_of_a_restarted_broker_from_its_start(
         publish(brokers[1].bootstrap, settings.topic, new)
         wanted = (30 + new_tasks) * len(STEPS)
         wait_until(lambda: read_up_to(tmp_path, len(new)), 60, "the new broker's log read")
-    finally:
-        stop.set()
-        learner.join(timeout=30)
     status = read_status(tmp_path)
     assert status is not None and status["learned_steps"] == wanted
     assert status["cluster_changes"] + status["log_rewinds"] >= 1
     assert status["dead_lettered"] == 0
-    with DuckDBFeatureStore(settings.feature_store_path, read_only=True) as store:
-        steps = [step.decision_id for step in store.logged_steps()]
+    with DuckDBFeatureStore(settings.feature_store_path, read_only=True) as reader:
+        steps = [step.decision_id for step in reader.logged_steps()]
     assert len(steps) == len(set(steps)) == wanted

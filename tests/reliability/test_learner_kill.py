@@ -46,7 +46,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 def start_learner(settings: LearnerSettings, log: Path) -> subprocess.Popen[bytes]:
     """``python -m learner`` with its DuckDB store, small batches and frequent checkpoints."""
     return learner_process(
-        settings, log, store=True, checkpoint_every_events="60", max_poll_records="25"
+        settings, log, store=True, checkpoint_every_events="200", max_poll_records="25"
     )
 
 

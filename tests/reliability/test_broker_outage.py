@@ -23,11 +23,9 @@ import pytest
 
 from feature_store.store import DuckDBFeatureStore
 from learner.service import read_status
-from router_service.embedded_broker import EmbeddedBroker, ensure_topics, free_port
+from router_service.embedded_broker import EmbeddedBroker, free_port
 from tests.conftest import ADMIN_HEADERS, budget
-from tests.kafka_helpers import running_learner, wait_until
-from tests.learner.test_learner_kafka import as_messages, learner_settings, publish
-from tests.learner.test_learning_shift import STEPS, router_settings, simulate
+from tests.kafka_helpers import wait_until
 from tests.router_processes import router_env, router_process
 
 pytestmark = pytest.mark.integration
@@ -224,41 +222,3 @@ def test_a_60s_broker_outage_keeps_decisions_flowing_and_loses_no_event(
         stored = [step.decision_id for step in store.logged_steps()]
     assert len(stored) == len(set(stored)) == len(served)
     assert set(stored) == served
-
-
-def read_up_to(data_dir: Path, offsets: int) -> bool:
-    """Whether the learner's checkpointed positions add up to ``offsets`` (over partitions:
-    the learner's metadata request may create a topic before we do, with 4 partitions)."""
-    status = read_status(data_dir) or {}
-    positions = status.get("positions", {})
-    return sum(positions.values()) == offsets and status["uncheckpointed_events"] == 0
-
-
-@pytest.mark.parametrize("new_tasks", [5, 40], ids=["shorter-new-log", "longer-new-log"])
-def test_a_learner_reads_the_log_of_a_restarted_broker_from_its_start(
-    tmp_path: Path, brokers: list[EmbeddedBroker], new_tasks: int
-) -> None:
-    """The learner's offsets point into a log that is gone; the new log, shorter or longer
-    than them, is read from offset 0 and learned once."""
-    port = free_port()
-    brokers.append(EmbeddedBroker(port=port).start())
-    settings = learner_settings(brokers[0], tmp_path)
-    old = as_messages(list(simulate(30, seed=1)))
-    publish(brokers[0].bootstrap, settings.topic, old)
-    store = DuckDBFeatureStore(settings.feature_store_path)
-    with running_learner(settings, router_settings=router_settings(), store=store):
-        wait_until(lambda: read_up_to(tmp_path, len(old)), 30, "the first broker's log read")
-        brokers[0].stop()
-        brokers.append(EmbeddedBroker(port=port).start())
-        ensure_topics(brokers[1].bootstrap, [settings.topic])  # as the router does
-        new = as_messages(list(simulate(new_tasks, seed=2)))
-        publish(brokers[1].bootstrap, settings.topic, new)
-        wanted = (30 + new_tasks) * len(STEPS)
-        wait_until(lambda: read_up_to(tmp_path, len(new)), 60, "the new broker's log read")
-    status = read_status(tmp_path)
-    assert status is not None and status["learned_steps"] == wanted
-    assert status["cluster_changes"] + status["log_rewinds"] >= 1
-    assert status["dead_lettered"] == 0
-    with DuckDBFeatureStore(settings.feature_store_path, read_only=True) as reader:
-        steps = [step.decision_id for step in reader.logged_steps()]
-    assert len(steps) == len(set(steps)) == wanted

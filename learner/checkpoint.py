@@ -3,7 +3,8 @@
 One JSON file, written to a temporary name in the same directory, fsynced, then renamed over
 the old one with ``os.replace`` (and the directory fsynced), so a crash at any moment leaves
 either the previous checkpoint or the new one, never a torn file. The offsets in it, not the
-broker's committed offsets, are where the learner resumes.
+broker's committed offsets, are where the learner resumes; they hold for the cluster whose id
+is saved beside them (a different id means a new, empty log: read it from its beginning).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ class Checkpoint:
     join: dict[str, Any]
     counters: dict[str, int] = field(default_factory=dict)
     snapshot: int = 0
+    cluster_id: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(
             {
                 "format_version": FORMAT_VERSION,
                 "topic": self.topic,
+                "cluster_id": self.cluster_id,
                 "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
                 "snapshot": self.snapshot,
                 "counters": self.counters,
@@ -65,6 +68,7 @@ class Checkpoint:
                 join=raw["join"],
                 counters=raw["counters"],
                 snapshot=raw["snapshot"],
+                cluster_id=raw.get("cluster_id", ""),  # absent from checkpoints before it
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{where}: not a learner checkpoint ({exc})") from exc

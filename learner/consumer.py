@@ -6,6 +6,10 @@ seeks to the learner's own positions (restored from the checkpoint) and, for a p
 learner has never read, to the beginning: the checkpoint, not the group's committed offsets,
 is the source of truth. Offsets are committed after each checkpoint only so that lag shows in
 the usual Kafka tooling. One learner per group: it is the single writer of the model.
+
+The positions hold for one cluster: when the broker reports another cluster id (the
+memory-only embedded broker restarted, empty), :meth:`EventConsumer.restart_from_beginning`
+drops them and reads the new log from its start.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from kafka.structs import OffsetAndMetadata
 from learner.settings import BrokerUnavailable, LearnerSettings
 
 log = logging.getLogger(__name__)
+METADATA_MAX_AGE_MS = 5_000
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,10 @@ class KafkaDeadLetters:
         self.topic = topic
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5
+                bootstrap_servers=bootstrap_servers,
+                acks="all",
+                linger_ms=5,
+                allow_auto_create_topics=False,
             )
         except KafkaError as exc:
             raise BrokerUnavailable(
@@ -104,6 +112,8 @@ class EventConsumer:
 
     def __init__(self, settings: LearnerSettings, positions: MutableMapping[int, int]) -> None:
         self.topic = settings.topic
+        self._topics = [settings.topic, settings.dead_letter_topic]
+        self._bootstrap = settings.bootstrap_servers
         self._positions = positions
         self._poll_timeout_ms = settings.poll_timeout_ms
         self._max_records = settings.max_poll_records
@@ -121,6 +131,13 @@ class EventConsumer:
                 fetch_max_wait_ms=min(100, settings.poll_timeout_ms),
                 max_partition_fetch_bytes=8 * 1024 * 1024,
                 check_crcs=settings.check_crcs,
+                # Fresh metadata every few seconds: a replaced cluster (a new cluster id)
+                # shows within them, not after the default five minutes.
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                # Topics come from ensure_topics with their partition count. (Tansu ignores
+                # this and creates a missing topic with 4 partitions on a metadata request;
+                # that works too, as events are keyed by task.)
+                allow_auto_create_topics=False,
             )
         except KafkaError as exc:
             raise BrokerUnavailable(
@@ -139,6 +156,23 @@ class EventConsumer:
                 self._consumer.seek(tp, position)
         if fresh:
             self._consumer.seek_to_beginning(*fresh)
+
+    @property
+    def cluster_id(self) -> str:
+        """The id of the cluster the consumer's metadata comes from ("" before the first)."""
+        # kafka-python keeps it on the client's metadata, refreshed before any fetch is sent.
+        return self._consumer._client.cluster.cluster_id or ""
+
+    def restart_from_beginning(self) -> None:
+        """On a new cluster: create our topics if it lacks them, forget every position and
+        read each assigned partition from its first offset."""
+        from router_service.embedded_broker import ensure_topics
+
+        ensure_topics(self._bootstrap, self._topics)
+        self._positions.clear()
+        assigned = list(self._consumer.assignment())
+        if assigned:
+            self._consumer.seek_to_beginning(*assigned)
 
     def poll(self) -> list[Record]:
         """The next batch, in offset order within each partition."""
@@ -167,7 +201,9 @@ class EventConsumer:
                 # interval); the next poll rejoins and seeks to the checkpointed positions.
                 log.warning("offset commit skipped, the group is rebalancing: %s", exc)
             except KafkaError as exc:
-                raise BrokerUnavailable(f"topic {self.topic!r}: commit failed ({exc})") from exc
+                # The checkpoint already holds these positions: a broker that is away only
+                # delays what the group tooling shows, so the learner keeps going.
+                log.warning("offset commit to topic %r failed: %s", self.topic, exc)
 
     def lag(self, positions: dict[int, int]) -> int | None:
         """Messages behind the high watermarks of the assigned partitions, when known."""

@@ -6,7 +6,9 @@ signals, whatever the batch boundaries: this is what makes a restart from a chec
 
 - A decision waits ``window`` seconds for its outcome; without one it goes to the dead-letter
   topic ("no outcome ... within the join window").
-- An outcome (or correction) that arrives before its decision waits ``window`` seconds for it.
+- An outcome (or correction) that arrives before its decision waits ``window`` seconds for it;
+  one for an unknown decision is dead-lettered once that wait is over (at once if its event
+  time is already more than ``window`` behind the watermark).
 - An outcome for a decision that already expired is late: dead-lettered with the delay.
 - An event whose ``event_id`` was seen in the last ``dedupe_window`` seconds is a duplicate and
   ignored; a second outcome for a joined decision is dead-lettered.
@@ -181,6 +183,8 @@ class JoinBuffer:
                 return
             self._early.setdefault(did, []).append((time, raw))
             self._push(time + self.window, "early", did)
+            if time + self.window < self.watermark:  # already too old to wait for its decision
+                self._expire_early(did, signals)
             return
         if isinstance(event, CorrectionEvent):
             self._on_correction(record, event, raw, signals)

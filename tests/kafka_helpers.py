@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from router_service.embedded_broker import EmbeddedBroker
 from router_service.events import AnyEvent, decode_event
+
+
+@contextmanager
+def running_learner(settings: Any, **options: Any) -> Iterator[threading.Thread]:
+    """:func:`learner.service.run_learner` in a thread until the block ends (then stopped)."""
+    from learner.service import run_learner
+
+    stop = threading.Event()
+    thread = threading.Thread(target=run_learner, args=(settings, stop), kwargs=options)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 @contextmanager

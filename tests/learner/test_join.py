@@ -138,6 +138,14 @@ def test_outcome_without_decision_expires_with_reason() -> None:
     assert reasons(signals) == ["no decision 'ghost' arrived within the join window"]
 
 
+def test_outcome_without_decision_already_past_the_window_is_dead_lettered_at_once() -> None:
+    join = buffer()
+    feed(join, decision("d2", 3 * WINDOW, task="t2"))
+    signals = feed(join, outcome("unknown", WINDOW))  # no later event needed to expire it
+    assert reasons(signals) == ["no decision 'unknown' arrived within the join window"]
+    assert join.pending() == 1  # only d2
+
+
 def test_duplicate_event_id_is_ignored_and_counted() -> None:
     join = buffer()
     signals = feed(join, decision("d1", 0), decision("d1", 0), outcome("d1", 5), outcome("d1", 5))

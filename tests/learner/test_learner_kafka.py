@@ -165,7 +165,10 @@ def test_events_change_the_model_and_bad_ones_reach_the_dead_letter_topic(
     assert letter.key == b"t-bad"
 
 
-def start_learner(settings: LearnerSettings, log: Path) -> subprocess.Popen[bytes]:
+def start_learner(
+    settings: LearnerSettings, log: Path, *, store: bool = False, **overrides: str
+) -> subprocess.Popen[bytes]:
+    """``python -m learner`` on ``settings``; ``overrides`` are ``BUDGET_ROUTER_LEARNER_*``."""
     env = dict(os.environ)
     env.update(
         {
@@ -174,10 +177,14 @@ def start_learner(settings: LearnerSettings, log: Path) -> subprocess.Popen[byte
             "BUDGET_ROUTER_EXPLORATION__EPSILON": "0.3",
             "BUDGET_ROUTER_LEARNER_CHECKPOINT_EVERY_EVENTS": "250",
             "BUDGET_ROUTER_LEARNER_MAX_POLL_RECORDS": "100",
-            **{f"BUDGET_ROUTER_LEARNER_{k.upper()}": str(v) for k, v in FAST_GROUP.items()},
+            **{
+                f"BUDGET_ROUTER_LEARNER_{k.upper()}": str(v)
+                for k, v in {**FAST_GROUP, **overrides}.items()
+            },
         }
     )
-    command = [sys.executable, "-m", "learner", "--no-store", "--log-level", "WARNING"]
+    command = [sys.executable, "-m", "learner", "--log-level", "WARNING"]
+    command += [] if store else ["--no-store"]
     command += ["--data-dir", str(settings.data_dir), "--topic", settings.topic]
     command += ["--bootstrap-servers", settings.bootstrap_servers, "--group-id", settings.group_id]
     command += ["--dead-letter-topic", settings.dead_letter_topic]

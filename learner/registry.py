@@ -88,9 +88,13 @@ class _TimedRecord:
 
     at: datetime
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, ``at`` as ISO 8601."""
         assert is_dataclass(self)
-        return json.dumps({**asdict(self), "at": self.at.isoformat()}, sort_keys=True)
+        return {**asdict(self), "at": self.at.isoformat()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Self:

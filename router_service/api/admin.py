@@ -17,7 +17,7 @@ from router_service.errors import ConfigError, Conflict, InvalidRequest, Unavail
 from router_service.state import RouterState
 
 if TYPE_CHECKING:
-    from learner.registry import AliasMove, ModelRegistry
+    from learner.registry import ModelRegistry
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 HISTORY_SHOWN = 20
@@ -55,7 +55,7 @@ def champion_status(state: StateDep, admin: AdminDep) -> dict[str, Any]:
             "challenger": registry.get_alias_version(CHALLENGER),
             "pinned": None if pin is None else _pin_json(pin.version, pin.actor, pin.reason),
             "serving": state.refresher.status() if state.refresher else {},
-            "history": [_move_json(m) for m in registry.history()[-HISTORY_SHOWN:]],
+            "history": [m.to_dict() for m in registry.history()[-HISTORY_SHOWN:]],
         }
 
 
@@ -71,14 +71,14 @@ def pin_champion(body: ChampionAction, state: StateDep, admin: AdminDep) -> dict
 def unpin_champion(body: ChampionAction, state: StateDep, admin: AdminDep) -> dict[str, Any]:
     """Let the automatic gate move the champion again."""
     with _registry(state) as registry:
-        return _move_json(registry.clear_pin(_actor(admin), body.reason))
+        return registry.clear_pin(_actor(admin), body.reason).to_dict()
 
 
 @router.post("/champion/rollback")
 def rollback_champion(body: ChampionAction, state: StateDep, admin: AdminDep) -> dict[str, Any]:
     """Move the champion back to the one before it; routers swap within a poll interval."""
     with _registry(state) as registry:
-        return _move_json(registry.rollback(_actor(admin), body.reason))
+        return registry.rollback(_actor(admin), body.reason).to_dict()
 
 
 def _actor(admin: Principal) -> str:
@@ -104,15 +104,3 @@ def _registry(state: RouterState) -> Iterator[ModelRegistry]:
 
 def _pin_json(version: str, actor: str, reason: str) -> dict[str, str]:
     return {"version": version, "actor": actor, "reason": reason}
-
-
-def _move_json(move: AliasMove) -> dict[str, Any]:
-    return {
-        "alias": move.alias,
-        "action": move.action,
-        "from_version": move.from_version,
-        "to_version": move.to_version,
-        "actor": move.actor,
-        "reason": move.reason,
-        "at": move.at.isoformat(),
-    }

@@ -110,8 +110,9 @@ def publishing_hook(
         if champion is not None:
             promoter.champion_moved(learned)
             return champion
-        promoter.tick(get_bytes, allocator, learned)
-        snapshots.write(get_bytes(), lineage.base_version, allocator, learned)
+        model = get_bytes()  # one save for the round and the snapshot
+        promoter.tick(lambda: model, allocator, learned)
+        snapshots.write(model, lineage.base_version, allocator, learned)
         store.export_rolling_features(rolling_path)
         return None
 

@@ -14,7 +14,7 @@ from feature_store.snapshot import RollingFeature, recent_action_features
 from learner.vw_model import namespace_text
 from router_service.catalog import ModelSpec
 from router_service.errors import InvalidRequest
-from router_service.events import DecisionEvent, new_event_id
+from router_service.events import SCHEMA_VERSION, DecisionEvent, new_event_id
 from router_service.features import action_features, shared_features
 from router_service.governor import (
     Costed,
@@ -147,7 +147,11 @@ def decide(
         return decision, None
     # Built from parts already validated or computed here; pydantic's validation of the nested
     # feature dicts would cost a twentieth of the decision. The learner validates on reading.
+    # Every field is given: a default left to model_construct costs it a signature inspection.
     event = DecisionEvent.model_construct(
+        event_id=new_event_id(),
+        schema_version=SCHEMA_VERSION,
+        type="decision",
         task_id=task.task_id,
         decision_id=decision_id,
         occurred_at=datetime.fromtimestamp(decision.created_at, UTC),

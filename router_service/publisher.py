@@ -444,9 +444,7 @@ class KafkaEventPublisher:
                 break
             done += 1
         if done:
-            acked = self._spool.mark_delivered(
-                [row.seq for row in batch[:done]], self._cluster_id, time.time()
-            )
+            acked = self._spool.mark_delivered(batch[done - 1].seq, self._cluster_id, time.time())
             with self._cond:
                 self._delivered += done
                 self._spool_depth -= acked

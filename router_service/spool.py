@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +52,7 @@ class SpooledEvent:
 
 
 class EventSpool:
-    """An append/read/ack queue of encoded events in an SQLite file (WAL, fsync on commit)."""
+    """A queue of encoded events in an SQLite file (WAL, fsync on commit): append, read, mark."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -78,7 +78,11 @@ class EventSpool:
         self._closed = False
 
     def append_many(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
-        """Append ``(key, payload)`` pairs in one durable transaction; return their seqs."""
+        """Append ``(key, payload)`` pairs in one durable transaction; return their seqs.
+
+        The rows of one transaction get consecutive seqs: the write lock is held and
+        ``AUTOINCREMENT`` counts up from the largest seq ever used.
+        """
         if not items:
             return []
         with self._lock:
@@ -86,21 +90,15 @@ class EventSpool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    seqs = [
-                        int(
-                            self._db.execute(
-                                "INSERT INTO spool (key, payload) VALUES (?, ?)", (key, payload)
-                            ).lastrowid  # type: ignore[arg-type]
-                        )
-                        for key, payload in items
-                    ]
+                    self._db.executemany("INSERT INTO spool (key, payload) VALUES (?, ?)", items)
+                    (last,) = self._db.execute("SELECT last_insert_rowid()").fetchone()
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise SpoolError(f"cannot append to the event spool {self.path}: {exc}") from exc
-        return seqs
+        return list(range(int(last) - len(items) + 1, int(last) + 1))
 
     def append(self, key: str, payload: bytes) -> int:
         """Append one event durably; return its seq."""
@@ -122,17 +120,16 @@ class EventSpool:
                 raise SpoolError(f"cannot read the event spool {self.path}: {exc}") from exc
         return [SpooledEvent(int(seq), str(key), bytes(payload)) for seq, key, payload in rows]
 
-    def ack(self, seqs: Iterable[int]) -> int:
-        """Delete delivered events by seq; return how many rows were deleted."""
-        params = [(int(seq),) for seq in seqs]
-        return self._write_many("DELETE FROM spool WHERE seq = ?", params, "acknowledge in")
+    def mark_delivered(self, through_seq: int, cluster_id: str, now: float) -> int:
+        """Mark every pending event up to ``through_seq`` as taken by ``cluster_id`` at ``now``.
 
-    def mark_delivered(self, seqs: Iterable[int], cluster_id: str, now: float) -> int:
-        """Mark the events ``seqs`` as taken by ``cluster_id`` at ``now``; return how many."""
-        return self._write_many(
+        What :meth:`pending` returned is the oldest pending events, so the acknowledged prefix
+        of a batch is exactly the pending events up to its last seq. Returns how many.
+        """
+        return self._write(
             "UPDATE spool SET delivered_to = ?, delivered_at = ? "
-            "WHERE seq = ? AND delivered_to IS NULL",
-            [(cluster_id, now, int(seq)) for seq in seqs],
+            "WHERE delivered_to IS NULL AND seq <= ?",
+            (cluster_id, now, int(through_seq)),
             "mark delivered in",
         )
 
@@ -152,23 +149,6 @@ class EventSpool:
             (before,),
             "prune",
         )
-
-    def _write_many(self, sql: str, params: list[tuple[object, ...]], what: str) -> int:
-        """Run ``sql`` once per parameter row in one transaction; return the rows changed."""
-        if not params:
-            return 0
-        with self._lock:
-            self._check_open()
-            try:
-                before = self._db.total_changes
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(sql, params)
-                self._db.execute("COMMIT")
-                return self._db.total_changes - before
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise SpoolError(f"cannot {what} the event spool {self.path}: {exc}") from exc
 
     def _write(self, sql: str, params: tuple[object, ...], what: str) -> int:
         with self._lock:

@@ -1,4 +1,4 @@
-"""The durable event spool: order, acknowledgement, depth, persistence across reopen."""
+"""The durable event spool: order, delivery marks, depth, persistence across reopen."""
 
 from __future__ import annotations
 
@@ -34,19 +34,11 @@ def test_pending_limit_returns_the_oldest(spool: EventSpool) -> None:
     assert [r.payload for r in spool.pending(3)] == [b"\x00", b"\x01", b"\x02"]
 
 
-def test_ack_deletes_only_the_given_seqs(spool: EventSpool) -> None:
-    seqs = spool.append_many([("k", b"1"), ("k", b"2"), ("k", b"3")])
-    assert spool.ack([seqs[1]]) == 1
-    assert [r.payload for r in spool.pending(10)] == [b"1", b"3"]
-    assert spool.ack([seqs[1]]) == 0
-    assert spool.depth() == 2
-
-
 def test_delivered_rows_leave_pending_and_come_back_for_another_cluster(
     spool: EventSpool,
 ) -> None:
     seqs = spool.append_many([("k", str(i).encode()) for i in range(5)])
-    assert spool.mark_delivered(seqs[:3], "cluster-a", now=100.0) == 3
+    assert spool.mark_delivered(seqs[2], "cluster-a", now=100.0) == 3
     assert [r.payload for r in spool.pending(10)] == [b"3", b"4"]
     assert spool.depth() == 2
     assert spool.redeliver_unless("cluster-a") == 0
@@ -54,12 +46,24 @@ def test_delivered_rows_leave_pending_and_come_back_for_another_cluster(
     assert [r.payload for r in spool.pending(10)] == [b"0", b"1", b"2", b"3", b"4"]
 
 
+def test_appended_seqs_are_the_pending_rows_and_marking_stops_at_the_seq_given(
+    spool: EventSpool,
+) -> None:
+    first = spool.append_many([("k", b"a"), ("k", b"b")])
+    second = spool.append_many([("k", b"c"), ("k", b"d"), ("k", b"e")])
+    assert [r.seq for r in spool.pending(10)] == first + second
+    assert spool.mark_delivered(second[0], "c", now=1.0) == 3
+    assert spool.redeliver_unless("other") == 3
+    assert spool.mark_delivered(first[1], "c", now=2.0) == 2  # only what is pending again
+    assert [r.payload for r in spool.pending(10)] == [b"c", b"d", b"e"]
+
+
 def test_forget_delivered_deletes_only_rows_delivered_before_the_horizon(
     spool: EventSpool,
 ) -> None:
     seqs = spool.append_many([("k", str(i).encode()) for i in range(4)])
-    spool.mark_delivered(seqs[:1], "c", now=10.0)
-    spool.mark_delivered(seqs[1:2], "c", now=20.0)
+    spool.mark_delivered(seqs[0], "c", now=10.0)
+    spool.mark_delivered(seqs[1], "c", now=20.0)
     assert spool.forget_delivered(before=15.0) == 1
     assert spool.redeliver_unless("other") == 1  # only the row delivered at 20 is left
     assert [r.payload for r in spool.pending(10)] == [b"1", b"2", b"3"]
@@ -67,7 +71,8 @@ def test_forget_delivered_deletes_only_rows_delivered_before_the_horizon(
 
 def test_seqs_never_go_back_after_the_spool_empties(spool: EventSpool) -> None:
     first = spool.append(key="k", payload=b"x")
-    spool.ack([first])
+    spool.mark_delivered(first, "c", now=1.0)
+    assert spool.forget_delivered(before=2.0) == 1
     assert spool.append(key="k", payload=b"y") > first
 
 
@@ -75,7 +80,7 @@ def test_events_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite3"
     with EventSpool(path) as spool:
         spool.append_many([("t1", b"a"), ("t2", b"b")])
-        spool.mark_delivered([spool.pending(1)[0].seq], "c", now=1.0)
+        spool.mark_delivered(spool.pending(1)[0].seq, "c", now=1.0)
     with EventSpool(path) as reopened:
         assert [(r.key, r.payload) for r in reopened.pending(10)] == [("t2", b"b")]
         assert reopened.depth() == 1

@@ -236,7 +236,9 @@ def http_part(config: PerfConfig, work: Path) -> dict[str, Any]:
     store router replicas share), then as two replicas on one PostgreSQL ledger, when Debian's
     PostgreSQL server binaries are installed.
     """
-    embedded = StackConfig(data_dir=work / "http-stack", seed=config.seed)
+    embedded = StackConfig(
+        data_dir=work / "http-stack", seed=config.seed, extra_env=DEFAULT_PUBLISH_ENV
+    )
     router, learner = _router_run(embedded, config)
     shared = _shared_store_run(config, work)
     replicas = _replicas_run(config, work)
@@ -281,7 +283,7 @@ def _shared_store_run(config: PerfConfig, work: Path) -> dict[str, Any] | None:
         stack_config = StackConfig(
             data_dir=work / "http-stack-postgres",
             seed=config.seed,
-            extra_env={"BUDGET_ROUTER_LEDGER_URI": cluster.new_database()},
+            extra_env={**DEFAULT_PUBLISH_ENV, "BUDGET_ROUTER_LEDGER_URI": cluster.new_database()},
         )
         router, _ = _router_run(stack_config, config)
     finally:
@@ -308,6 +310,7 @@ def _replicas_run(config: PerfConfig, work: Path) -> dict[str, Any]:
             data_dir=work / "replicas-up",
             seed=config.seed,
             extra_env={
+                **DEFAULT_PUBLISH_ENV,
                 "BUDGET_ROUTER_LEDGER_URI": cluster.new_database(),
                 "BUDGET_ROUTER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             },
@@ -811,7 +814,9 @@ def render(document: dict[str, Any]) -> str:
     lines += ["", "## 1. Decision latency and throughput over HTTP, full stack on", ""]
     lines += [
         f"The router runs as `{http['stack']}` (embedded broker, learner and router; ledger, "
-        "SQLite spool and event publishing on); the load is `bench/decision_latency.py`'s phases "
+        "SQLite spool and event publishing on; the learner publishes and the router hot-swaps "
+        "at the default intervals, as in section 3); the load is `bench/decision_latency.py`'s "
+        "phases "
         f"(warm-up, open loop at {meta['latency']['light_rate']:g}/s for "
         f"{meta['latency']['light_s']:g} s on {meta['latency']['light_connections']} "
         f"connections, closed loop on {meta['latency']['peak_connections']} connections for "

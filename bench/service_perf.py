@@ -49,7 +49,7 @@ from bench.decision_latency import (
     task_steps,
 )
 from bench.http_load import run
-from bench.stack import FAST_CONSUMER_ENV, StackConfig, full_stack
+from bench.stack import FAST_CONSUMER_ENV, StackConfig, environment, full_stack
 from router_service.catalog import Catalog, ModelSpec
 from router_service.embedded_broker import EmbeddedBroker, ensure_topics, free_port
 from router_service.events import DecisionEvent, OutcomeEvent, TaskClosedEvent, encode_event
@@ -240,6 +240,7 @@ def http_part(config: PerfConfig, work: Path) -> dict[str, Any]:
         data_dir=work / "http-stack", seed=config.seed, extra_env=DEFAULT_PUBLISH_ENV
     )
     router, learner = _router_run(embedded, config)
+    alone = _router_alone_run(config, work)
     shared = _shared_store_run(config, work)
     replicas = _replicas_run(config, work)
     port = free_port()
@@ -249,6 +250,7 @@ def http_part(config: PerfConfig, work: Path) -> dict[str, Any]:
     return {
         "stack": "budget-router up",
         "router": {"light": asdict(router.light), "peak": asdict(router.peak)},
+        "router_alone": alone,
         "router_postgres": shared,
         "router_postgres_replicas": replicas,
         "baseline": {"light": asdict(baseline.light), "peak": asdict(baseline.peak)},
@@ -269,6 +271,32 @@ def _router_run(stack_config: StackConfig, config: PerfConfig) -> tuple[Any, dic
             time.sleep(0.2)
             learner = stack.learner_status()
     return router, learner
+
+
+def _router_alone_run(config: PerfConfig, work: Path) -> dict[str, Any]:
+    """The same phases against ``budget-router serve`` and a broker, with no learner running.
+
+    Everything else is as in the full stack (ledger, spool, events to the broker, logs,
+    metrics): what the router's own path costs when the learner is on other cores.
+    """
+    broker = EmbeddedBroker(log_path=work / "alone-broker.log").start()
+    port = free_port()
+    try:
+        env = StackConfig(
+            data_dir=work / "alone",
+            seed=config.seed,
+            extra_env={"BUDGET_ROUTER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap},
+        ).env()
+        with (
+            environment(env),
+            server_process(
+                router_command(port, work / "alone"), port, work / "alone.log", ready_timeout_s=60.0
+            ),
+        ):
+            router = run(measure_router(port, config.latency))
+    finally:
+        broker.stop()
+    return {"light": asdict(router.light), "peak": asdict(router.peak)}
 
 
 def _shared_store_run(config: PerfConfig, work: Path) -> dict[str, Any] | None:
@@ -837,6 +865,7 @@ def render(document: dict[str, Any]) -> str:
             )
     skipped = []
     for key, name in (
+        ("router_alone", "budget-router serve + broker, no learner"),
         ("router_postgres", "budget-router (up), PostgreSQL ledger"),
         ("router_postgres_replicas", "2 routers (up + serve), one PostgreSQL ledger"),
     ):

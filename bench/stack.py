@@ -105,7 +105,7 @@ class RunningStack:
 
 
 @contextlib.contextmanager
-def _env(extra: dict[str, str]) -> Iterator[None]:
+def environment(extra: dict[str, str]) -> Iterator[None]:
     """Set environment variables for child processes started inside the block."""
     saved = {name: os.environ.get(name) for name in extra}
     os.environ.update(extra)
@@ -126,7 +126,7 @@ def full_stack(config: StackConfig) -> Iterator[RunningStack]:
     script = str(Path(sys.executable).parent / "budget-router")
     port = free_port()
     with (
-        _env(config.env()),
+        environment(config.env()),
         server_process(
             [script, "up", "--port", str(port), "--data-dir", str(config.data_dir)],
             port,

@@ -29,11 +29,18 @@ def test_quick_run_measures_every_part_without_errors(tmp_path: Path) -> None:
     assert saved["meta"]["quick"] and saved["targets"] == document["targets"]
     results = document["results"]
     assert results["http"]["stack"] == "budget-router up"
-    for server in ("router", "router_postgres", "router_postgres_replicas", "baseline"):
+    for server in (
+        "router",
+        "router_alone",
+        "router_postgres",
+        "router_postgres_replicas",
+        "baseline",
+    ):
         for phase in ("light", "peak"):
             assert results["http"][server][phase]["errors"] == 0
             assert results["http"][server][phase]["count"] > 0
     assert "| 2 routers (up + serve), one PostgreSQL ledger |" in text
+    assert "| budget-router serve + broker, no learner |" in text
     learner = results["learner"]
     assert learner["learner"]["learned_steps"] == learner["decisions"]
     assert learner["learner"]["dead_lettered"] == 0

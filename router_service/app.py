@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 import sys
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from router_service.providers import Providers
 from router_service.settings import Settings
 from router_service.state import RouterState
 
+log = logging.getLogger("budget_router.app")
 SWITCH_INTERVAL_S = 0.0005
 _HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 
@@ -98,10 +100,19 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def _expire_reservations(state: RouterState) -> None:
-    """Book overdue reservations at their estimate; forget tasks closed long enough ago."""
+    """Book overdue reservations at their estimate; forget tasks closed long enough ago.
+
+    A failed sweep (the store unreachable for a moment, say) is logged and tried again at the
+    next interval: the sweeper must outlive it, or reservations would stop expiring.
+    """
     while True:
         await asyncio.sleep(state.settings.expiry_sweep_seconds)
-        state.sweep()
+        try:
+            await state.ledger_bound(state.sweep)
+        except Exception:
+            log.exception(
+                "reservation sweep failed; next try in %g s", state.settings.expiry_sweep_seconds
+            )
 
 
 async def _router_error(request: Request, exc: Exception) -> JSONResponse:

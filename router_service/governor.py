@@ -83,9 +83,17 @@ def price_step(
         if estimate > room.dollars:
             return 0, 0.0, f"observed cost ${estimate:.6f} exceeds ${room.dollars:.6f} left"
         return token_room, estimate, None
-    # Extreme catalog prices make this quotient overflow to +-inf: compare before converting.
-    spare = math.inf if per_output == 0 else (room.dollars - fixed) / per_output
-    grant = token_room if spare >= token_room else int(max(0.0, spare))
+    if fixed > room.dollars:
+        grant = 0
+    elif per_output == 0:
+        grant = token_room
+    else:
+        # Extreme catalog prices make this quotient overflow to inf: compare before converting.
+        spare = (room.dollars - fixed) / per_output
+        grant = token_room if spare >= token_room else int(spare)
+        # The quotient can round up by an ulp, and the books refuse a reservation over the room.
+        while grant > 0 and fixed + grant * per_output > room.dollars:
+            grant -= 1
     if grant < expected_output:
         worst = fixed + expected_output * per_output
         return 0, 0.0, f"step costs up to ${worst:.6f}, ${room.dollars:.6f} left"

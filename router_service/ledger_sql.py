@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
 from typing import Any, ClassVar, NoReturn
 
-from router_service.errors import Conflict
+from router_service.errors import Conflict, NotFound
 from router_service.ledger import (
     Clock,
     DecisionRef,
@@ -251,10 +251,13 @@ class SqlLedgerStore:
             ).fetchall()
         settled: list[Settlement] = []
         for (task_id,) in rows:
-            with self._txn() as conn:
-                books = self._lock_books(conn, task_id)
-                settled.extend(self._expire_books(conn, task_id, books))
-                self._write_books(conn, task_id, books)
+            try:
+                with self._txn() as conn:
+                    books = self._lock_books(conn, task_id)
+                    settled.extend(self._expire_books(conn, task_id, books))
+                    self._write_books(conn, task_id, books)
+            except NotFound:  # another replica expired and purged it meanwhile
+                continue
         return settled
 
     def view(self, task_id: str) -> LedgerView:

@@ -487,12 +487,15 @@ class KafkaEventPublisher:
         return self._producer
 
     def _check_cluster(self) -> None:
-        """Now and then: notice a replaced cluster, forget rows delivered long enough ago."""
+        """Now and then: notice a replaced cluster, forget rows delivered long enough ago.
+
+        Only once the cluster is confirmed: while no broker answers, the delivered rows are
+        kept, as the cluster that comes back may be a new, empty one that needs them again.
+        """
         now = time.monotonic()
-        if now - self._cluster_checked < _CLUSTER_CHECK_S:
+        if now - self._cluster_checked < _CLUSTER_CHECK_S or self._producer is None:
             return
-        if self._producer is not None:
-            self._on_cluster(self._producer)
+        self._on_cluster(self._producer)
         forgotten = self._spool.forget_delivered(time.time() - self._retain_delivered)
         if forgotten:
             logger.debug("forgot %d delivered events", forgotten)

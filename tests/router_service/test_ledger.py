@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from router_service.errors import Conflict, NotFound
 from router_service.ledger import BudgetExceeded, DecisionRef, LedgerStore, Reservation
-from router_service.ledger_memory import InMemoryLedger
+from router_service.ledger_memory import InMemoryLedger, unknown_task
 from router_service.ledger_postgres import PostgresLedgerStore
 from router_service.ledger_sqlite import SqliteLedgerStore
 from router_service.schemas import Budget, Task
@@ -389,3 +389,25 @@ def test_no_sequence_of_requests_breaks_the_caps_or_the_reserves(
         assert view.spent_dollars >= 0 and view.reserved_dollars >= -1e-12
         assert view.spent_dollars + view.reserved_dollars <= BUDGET.total_dollars + 1e-9
         assert ordinary <= 0.7 + 1e-9, "ordinary steps ate into the reserves"
+
+
+def test_expiry_skips_a_task_purged_between_finding_and_locking_it(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteLedgerStore(tmp_path / "ledger.sqlite3", clock)
+    try:
+        for task_id in ("gone", "kept"):
+            store.open_task(task(task_id))
+            reserve(store, reservation(f"d-{task_id}", 0.1, expires_at=1_010, task_id=task_id))
+        lock_books = store._lock_books
+
+        def purged_by_another_replica(conn: object, task_id: str) -> object:
+            if task_id == "gone":
+                raise unknown_task(task_id)
+            return lock_books(conn, task_id)
+
+        monkeypatch.setattr(store, "_lock_books", purged_by_another_replica)
+        clock.now = 1_011
+        assert [s.reservation.decision_id for s in store.expire()] == ["d-kept"]
+    finally:
+        store.close()

@@ -343,3 +343,20 @@ def test_from_settings_uses_the_topic_setting(broker: EmbeddedBroker, spool_path
     assert [e.event_id for e in consume_events(broker.bootstrap, "custom.events", 1)] == [
         published.event_id
     ]
+
+
+def test_delivered_events_are_kept_while_no_broker_confirms_its_cluster(tmp_path: Path) -> None:
+    """A broker down past the retention may come back empty: what it had must still be here."""
+    path = tmp_path / "spool.sqlite3"
+    with EventSpool(path) as spool:
+        seqs = spool.append_many([("t1", b"{}"), ("t1", b"{}")])
+        spool.mark_delivered(seqs[-1], "cluster-x", now=time.time() - 60)
+        spool.append("t1", b"{}")  # pending: the publisher keeps trying to reach the broker
+    publisher = open_publisher(f"127.0.0.1:{free_port()}", path, retain_delivered=1.0)
+    try:
+        wait_until(lambda: publisher.stats().failures >= 3, 30, "three failed connections")
+    finally:
+        publisher.close(timeout=0.5)
+    with EventSpool(path) as spool:
+        assert spool.redeliver_unless("cluster-y") == 2
+        assert spool.depth() == 3

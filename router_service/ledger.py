@@ -56,6 +56,15 @@ class Settlement:
     expired: bool = False
 
 
+class Booked(NamedTuple):
+    """What was booked for a decision: its outcome's figures, or its estimate when it expired."""
+
+    expired: bool
+    cost_dollars: float
+    input_tokens: int
+    output_tokens: int
+
+
 class DecisionRef(NamedTuple):
     """What an outcome for a decision needs to know about it."""
 
@@ -239,6 +248,7 @@ class LedgerStore(Protocol):
         self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
     ) -> Settlement: ...
     def expire(self) -> list[Settlement]: ...
+    def booked(self, decision_id: str) -> Booked | None: ...
     def view(self, task_id: str) -> LedgerView: ...
     def close_task(self, task_id: str) -> LedgerView: ...
     def decision(self, decision_id: str) -> DecisionRef: ...

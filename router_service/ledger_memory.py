@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from router_service.errors import Conflict, NotFound
 from router_service.ledger import (
+    Booked,
     Clock,
     DecisionRef,
     Reservation,
@@ -34,7 +35,7 @@ class _Entry:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     decision_ids: list[str] = field(default_factory=list)
     step_decision_ids: list[str] = field(default_factory=list)
-    expired_ids: set[str] = field(default_factory=set)
+    booked: dict[str, Booked] = field(default_factory=dict)
     closed_at: float | None = None
 
 
@@ -130,18 +131,27 @@ class InMemoryLedger:
         with entry.lock:
             reservation = entry.reservations.pop(decision_id, None)
             if reservation is None:
-                raise already_settled(decision_id, expired=decision_id in entry.expired_ids)
+                raise already_settled(decision_id, expired=entry.booked[decision_id].expired)
+            entry.booked[decision_id] = Booked(False, cost_dollars, input_tokens, output_tokens)
             return entry.books.book(reservation, cost_dollars, input_tokens, output_tokens)
+
+    def booked(self, decision_id: str) -> Booked | None:
+        task_id = self._owner.get(decision_id)
+        entry = self._entries.get(task_id) if task_id is not None else None
+        return None if entry is None else entry.booked.get(decision_id)
 
     def _expire_entry(self, entry: _Entry) -> list[Settlement]:
         now = self._clock()
         if now < entry.books.next_expiry:
             return []
         stale = [r for r in entry.reservations.values() if r.expires_at <= now]
+        settled = []
         for reservation in stale:
             del entry.reservations[reservation.decision_id]
-            entry.expired_ids.add(reservation.decision_id)
-        settled = [entry.books.expire(r) for r in stale]
+            settled.append(entry.books.expire(reservation))
+            entry.booked[reservation.decision_id] = Booked(
+                True, reservation.dollars, reservation.input_tokens, reservation.output_tokens
+            )
         live = (r.expires_at for r in entry.reservations.values())
         entry.books.next_expiry = min(live, default=entry.books.next_expiry)
         return settled

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, NoReturn
 
 from router_service.errors import Conflict, NotFound
 from router_service.ledger import (
+    Booked,
     Clock,
     DecisionRef,
     Reservation,
@@ -371,6 +372,16 @@ class SqlLedgerStore:
             for table in ("ledger_decisions", "ledger_settlements", "ledger_tasks"):
                 cursor.executemany(self._sql(f"DELETE FROM {table} WHERE task_id = ?"), rows)
         return [task_id for (task_id,) in rows]
+
+    def booked(self, decision_id: str) -> Booked | None:
+        with self._read() as conn:
+            row = self._run(
+                conn,
+                "SELECT expired, cost_dollars, input_tokens, output_tokens "
+                "FROM ledger_settlements WHERE decision_id = ?",
+                (decision_id,),
+            ).fetchone()
+        return None if row is None else Booked(bool(row[0]), *row[1:])
 
     def settlements(self, task_id: str) -> list[tuple[str, bool, float, int, int]]:
         """What was booked for the task, decision by decision (for audits and tests)."""

@@ -9,6 +9,7 @@ from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.errors import Conflict
 from router_service.events import CostSource, OutcomeEvent
+from router_service.ledger import EPSILON_DOLLARS, Booked
 from router_service.schemas import OutcomeAccepted, OutcomeReport, Task
 from router_service.state import RouterState
 from router_service.tasks import DecisionRef
@@ -20,7 +21,9 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 async def report_outcome(
     state: StateDep, principal: PrincipalDep, body: OutcomeReport
 ) -> OutcomeAccepted:
-    decision, record = visible_decision(state, principal, body.decision_id)
+    decision, record = await state.ledger_bound(
+        visible_decision, state, principal, body.decision_id
+    )
     return await book_outcome(state, decision, record.task, body)
 
 
@@ -37,16 +40,29 @@ async def book_outcome(
         )
     output_tokens = body.output_tokens + body.reasoning_tokens
     cost, source = outcome_cost(state, decision, body, output_tokens)
-    settlement = await state.ledger_bound(
-        state.ledger.settle, body.decision_id, cost, body.input_tokens, output_tokens
-    )
-    if source == "reported":
-        state.observed_costs.record(
-            decision.model, decision.step_type, cost, body.input_tokens, output_tokens
+    try:
+        await state.ledger_bound(
+            state.ledger.settle, body.decision_id, cost, body.input_tokens, output_tokens
         )
-    exceeded = output_tokens > decision.max_output_tokens or settlement.exceeded_reservation
+    except Conflict:
+        # The same outcome again: booked before, but its answer (or its event) may have been
+        # lost. Answer it again and send the event again under its fixed id.
+        booked = await state.ledger_bound(state.ledger.booked, body.decision_id)
+        if not _resent(booked, body, output_tokens):
+            raise
+        cost = booked.cost_dollars
+    else:
+        if source == "reported":
+            state.observed_costs.record(
+                decision.model, decision.step_type, cost, body.input_tokens, output_tokens
+            )
+    exceeded = (
+        output_tokens > decision.max_output_tokens
+        or cost > decision.reserved_dollars + EPSILON_DOLLARS
+    )
     await state.publisher.publish_durable_async(
         OutcomeEvent(
+            event_id=outcome_event_id(body.decision_id),
             task_id=decision.task_id,
             decision_id=body.decision_id,
             model=decision.model,
@@ -80,6 +96,21 @@ async def book_outcome(
         cost_source=source,
         exceeded_grant=exceeded,
         ledger=ledger,
+    )
+
+
+def outcome_event_id(decision_id: str) -> str:
+    """Fixed by the decision (it has one outcome), so a resent outcome is a duplicate event."""
+    return f"outcome-{decision_id}"
+
+
+def _resent(booked: Booked | None, body: OutcomeReport, output_tokens: int) -> bool:
+    """Whether ``body`` repeats the outcome booked for its decision (not an expiry)."""
+    return (
+        booked is not None
+        and not booked.expired
+        and (booked.input_tokens, booked.output_tokens) == (body.input_tokens, output_tokens)
+        and body.cost_dollars in (None, booked.cost_dollars)
     )
 
 

@@ -1,10 +1,12 @@
 """Duplicate, late and unknown outcomes and corrections over HTTP, against the real SQLite ledger.
 
-Each decision is booked once: a second outcome (resent, concurrent, or after the reservation
-expired and was booked at its estimate) is a 409 that says which booking stands, and the
-ledger's dollars and tokens do not move. An outcome after the task closed still settles its open
-reservation, once. Unknown ids are a 404 naming the id; a resent correction keeps its event id,
-so the learner learns it once.
+Each decision is booked once. The same outcome sent again (resent, concurrent) is answered
+again and its event sent again under the same id, without booking it twice; a different second
+outcome, or one after the reservation expired and was booked at its estimate, is a 409 that
+says which booking stands. The ledger's dollars and tokens do not move. An outcome after the
+task closed still settles its open reservation, once; closing twice is a 409 that sends the
+close's event again. Unknown ids are a 404 naming the id; a resent correction keeps its event
+id, so the learner learns it once.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from fastapi.testclient import TestClient
 
 from learner.join import JoinBuffer, LearnCorrection
 from router_service.app import create_app
-from router_service.events import DecisionEvent, decode_event
+from router_service.events import DecisionEvent, OutcomeEvent, TaskClosedEvent, decode_event
 from router_service.ledger_sqlite import SqliteLedgerStore
+from router_service.publisher import PublisherError
 from router_service.settings import GovernorSettings, Settings
 from router_service.spool import EventSpool
 from router_service.state import SPOOL_FILE
@@ -79,6 +82,56 @@ def test_the_same_outcome_twice_books_once(client: TestClient) -> None:
     assert settlements(client, "dup") == [(decision["decision_id"], False, COST, 1_500, 200)]
 
 
+def test_an_outcome_whose_event_was_not_spooled_is_answered_and_sent_on_retry(
+    client: TestClient, settings: Settings
+) -> None:
+    decision = open_and_decide(client, "retry")
+    publisher = client.app.state.router.publisher
+    spool_once = publisher.publish_durable_async
+
+    async def failing(event: Any, timeout: float | None = None) -> None:
+        publisher.publish_durable_async = spool_once  # the retry reaches the spool
+        raise PublisherError("the event was not spooled: disk I/O error")
+
+    publisher.publish_durable_async = failing
+    report = priced(decision["decision_id"])
+    first = client.post("/v1/outcomes", json=report)
+    assert first.status_code == 503 and error(first)["code"] == "event_publisher_unavailable"
+    again = client.post("/v1/outcomes", json=report)
+    assert again.status_code == 202, again.text
+    assert again.json()["cost_dollars"] == pytest.approx(COST)
+    assert settlements(client, "retry") == [(decision["decision_id"], False, COST, 1_500, 200)]
+    resent = client.post("/v1/outcomes", json=report)
+    assert resent.status_code == 202
+    events = spooled(settings, want=3)  # the decision and the outcome, sent twice
+    outcomes = [event for event, _ in events if isinstance(event, OutcomeEvent)]
+    assert len(outcomes) == 2 and outcomes[0].event_id == outcomes[1].event_id
+    join = JoinBuffer(window=300, dedupe_window=600, task_wait=60, wait_for_task=False)
+    learned = [s for event, raw in events for s in join.add(event, raw)]
+    assert len(learned) == 1 and join.stats["duplicates"] == 1
+
+
+def test_a_close_whose_event_was_not_spooled_sends_it_when_closed_again(
+    client: TestClient, settings: Settings
+) -> None:
+    open_and_decide(client, "close-retry")
+    publisher = client.app.state.router.publisher
+    spool_once = publisher.publish_durable_async
+
+    async def failing(event: Any, timeout: float | None = None) -> None:
+        publisher.publish_durable_async = spool_once
+        raise PublisherError("the event was not spooled: disk I/O error")
+
+    publisher.publish_durable_async = failing
+    close = {"success": True, "quality": 0.8}
+    first = client.post("/v1/tasks/close-retry/close", json=close)
+    assert first.status_code == 503
+    again = client.post("/v1/tasks/close-retry/close", json=close)
+    assert again.status_code == 409 and "already closed" in error(again)["message"]
+    events = spooled(settings, want=2)  # the decision, then the close sent by the retry
+    assert isinstance(events[1][0], TaskClosedEvent) and events[1][0].success
+
+
 def test_concurrent_copies_of_one_outcome_book_once(settings: Settings) -> None:
     with (
         serve_in_thread(create_app(settings)) as url,
@@ -92,7 +145,7 @@ def test_concurrent_copies_of_one_outcome_book_once(settings: Settings) -> None:
                 pool.map(lambda _: http.post("/v1/outcomes", json=report).status_code, range(8))
             )
         books = http.get("/v1/tasks/race").json()["ledger"]
-    assert statuses == {202: 1, 409: 7}
+    assert statuses == {202: 8}
     assert books["spent_dollars"] == pytest.approx(COST)
     assert (books["input_tokens_used"], books["output_tokens_used"]) == (1_500, 200)
 
@@ -106,8 +159,10 @@ def test_an_outcome_after_the_task_closed_settles_once(client: TestClient) -> No
     )
     late = client.post("/v1/outcomes", json=priced(decision["decision_id"]))
     assert late.status_code == 202, "an in-flight step of a closed task still settles"
-    again = client.post("/v1/outcomes", json=priced(decision["decision_id"]))
-    assert again.status_code == 409
+    resent = client.post("/v1/outcomes", json=priced(decision["decision_id"]))
+    assert resent.status_code == 202
+    other = client.post("/v1/outcomes", json=priced(decision["decision_id"], cost_dollars=0.5))
+    assert other.status_code == 409
     task = client.get("/v1/tasks/late-close").json()
     assert task["status"] == "closed"
     assert task["ledger"]["spent_dollars"] == pytest.approx(COST)

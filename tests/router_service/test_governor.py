@@ -281,7 +281,8 @@ def test_outcome_errors_change_nothing(client: TestClient) -> None:
         assert bad.status_code == 422, field
     assert client.get("/v1/tasks/t").json()["ledger"]["spent_dollars"] == 0
     assert client.post("/v1/outcomes", json=base).status_code == 202
-    again = client.post("/v1/outcomes", json=base)
+    assert client.post("/v1/outcomes", json=base).status_code == 202  # resent: answered again
+    again = client.post("/v1/outcomes", json={**base, "output_tokens": 11})
     assert again.status_code == 409
     assert client.get("/v1/tasks/t").json()["ledger"]["output_tokens_used"] == 10
 

@@ -411,3 +411,16 @@ def test_expiry_skips_a_task_purged_between_finding_and_locking_it(
         assert [s.reservation.decision_id for s in store.expire()] == ["d-kept"]
     finally:
         store.close()
+
+
+def test_booked_tells_what_stands_for_a_decision(store: LedgerStore, clock: FakeClock) -> None:
+    store.open_task(task())
+    reserve(store, reservation("d1", 0.25, expires_at=1_030))
+    reserve(store, reservation("d2", 0.05, tokens=7, expires_at=1_090))
+    assert store.booked("d1") is None
+    store.settle("d1", 0.125, 3, 4)
+    clock.now = 1_091
+    store.expire()
+    assert store.booked("d1") == (False, 0.125, 3, 4)
+    assert store.booked("d2") == (True, 0.05, 7, 7)
+    assert store.booked("never") is None

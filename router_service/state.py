@@ -79,7 +79,7 @@ class RouterState:
             trust=trust,
             policy=policy,
             ledger=ledger,
-            tasks=TaskStore(ledger),
+            tasks=TaskStore(ledger, settings.closed_task_retention_seconds / 2),
             publisher=publisher,
             base_version=policy.version,
             auth=ApiKeyStore(settings.data_dir / API_KEYS_FILE),

@@ -4,11 +4,17 @@ The store holds the history (tasks, decision refs, decision JSON), so the router
 not grow with the decisions it has made. Tasks' metadata and decision refs never change once
 written, so bounded caches of the most recent ones spare the store a read on the hot path; a
 task's status is re-checked by the store whenever its books change.
+
+Only open tasks are cached, and for less than half the time closed tasks are kept before they
+are purged. A task id can be opened again (by any tenant) once its task is purged; another
+replica's cached copy of the old task is older than that by then, so it is read afresh.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from router_service.bounded_cache import BoundedCache
@@ -41,9 +47,16 @@ class TaskRecord:
 class TaskStore:
     """Tasks by id with their decisions, and decisions by id for settling outcomes."""
 
-    def __init__(self, store: LedgerStore) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        max_age_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
-        self._tasks: BoundedCache[str, Task] = BoundedCache(CACHED_TASKS)
+        self._max_age = max_age_seconds
+        self._clock = clock
+        self._tasks: BoundedCache[str, tuple[Task, float]] = BoundedCache(CACHED_TASKS)
         self._decisions: BoundedCache[str, DecisionRef] = BoundedCache(CACHED_DECISIONS)
 
     def open(self, request: TaskCreate, tenant: str) -> Task:
@@ -59,22 +72,27 @@ class TaskStore:
             created_at=datetime.now(UTC),
         )
         self._store.open_task(task)
-        self._tasks.put(task.task_id, task)
+        self._cache(task)
         return task
 
     def get(self, task_id: str) -> TaskRecord:
         """The task (its status as last seen here; the store re-checks it when it matters)."""
-        task = self._tasks.get(task_id)
-        if task is None:
-            task = self._store.task(task_id)
-            self._tasks.put(task_id, task)
-        return TaskRecord(task, self._store)
+        cached = self._tasks.get(task_id)
+        if cached is not None and self._clock() - cached[1] < self._max_age:
+            return TaskRecord(cached[0], self._store)
+        return self.fresh(task_id)
 
     def fresh(self, task_id: str) -> TaskRecord:
         """The task as the store has it now (another replica may have closed it)."""
         task = self._store.task(task_id)
-        self._tasks.put(task_id, task)
+        self._cache(task)
         return TaskRecord(task, self._store)
+
+    def _cache(self, task: Task) -> None:
+        if task.status == "open":
+            self._tasks.put(task.task_id, (task, self._clock()))
+        else:
+            self._tasks.drop(task.task_id)
 
     def remember(self, decision: ServedDecision) -> None:
         """Cache a decision the ledger store has just recorded (outcomes look it up next)."""
@@ -89,7 +107,7 @@ class TaskStore:
 
     def mark_closed(self, task_id: str) -> Task:
         task = self._store.task(task_id)
-        self._tasks.put(task_id, task)
+        self._cache(task)
         return task
 
     def forget(self, task_id: str) -> None:

@@ -155,6 +155,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _field_error(error: dict[str, Any]) -> dict[str, Any]:
+    if error.get("type") == "json_invalid":  # its location is a character offset, not a field
+        position = error.get("loc", ("body", "?"))[-1]
+        reason = error.get("ctx", {}).get("error", "JSON decode error")
+        return {
+            "field": "body",
+            "value": None,
+            "expected": f"a JSON document ({reason} at character {position})",
+        }
     location = [str(part) for part in error.get("loc", ()) if part not in ("body", "path")]
     value = error.get("input")
     if isinstance(value, float) and not math.isfinite(value):

@@ -137,7 +137,14 @@ def plan_step(
             f"{step.input_tokens} input tokens, {room.input_tokens} left under the cap: "
             f"compress to {plan.input_tokens}",
         )
-    if not plan.allowed or plan.input_tokens == 0:
+    if plan.input_tokens == 0:
+        plan.stop = "abort"
+        plan.fire(
+            "input_token_cap",
+            "abort",
+            f"no input tokens left under the task's cap of {budget.max_input_tokens}",
+        )
+    elif not plan.allowed:
         plan.stop = "abort"
         plan.fire("nothing_affordable", "abort", _nothing_left(candidates, books))
     return plan

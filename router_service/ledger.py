@@ -141,7 +141,7 @@ class TaskBooks:
     def reserve(self, reservation: Reservation) -> None:
         """Check a reservation against the caps and hold it; raises if it does not fit."""
         if self.closed:
-            raise Conflict(f"task {reservation.task_id!r} is closed", field="task_id")
+            raise task_closed(reservation.task_id)
         room = self.headroom(reservation.step_kind)
         if (
             reservation.dollars > room.dollars + EPSILON_DOLLARS
@@ -205,6 +205,14 @@ class TaskBooks:
 
 class BudgetExceeded(Conflict):
     code = "budget_exceeded"
+
+
+def task_closed(task_id: str, already: bool = False) -> Conflict:
+    """409 for a closed task: it takes no decisions (its in-flight outcomes still settle)."""
+    what = "is already closed" if already else "is closed and takes no new decisions"
+    return Conflict(
+        f"task {task_id!r} {what}; open a new task for more steps", field="task_id", value=task_id
+    )
 
 
 def already_settled(decision_id: str, expired: bool) -> Conflict:

@@ -15,6 +15,7 @@ from router_service.ledger import (
     Settlement,
     TaskBooks,
     already_settled,
+    task_closed,
 )
 from router_service.schemas import LedgerView, Task
 
@@ -52,7 +53,7 @@ class _Transaction:
         self._entry.lock.acquire()
         try:
             if self._entry.books.closed:
-                raise Conflict(f"task {self._entry.task.task_id!r} is closed", field="task_id")
+                raise task_closed(self._entry.task.task_id)
             self._store._expire_entry(self._entry)
         except BaseException:
             self._entry.lock.release()
@@ -168,7 +169,7 @@ class InMemoryLedger:
         entry = self._entry(task_id)
         with entry.lock:
             if entry.books.closed:
-                raise Conflict(f"task {task_id!r} is already closed", field="task_id")
+                raise task_closed(task_id, already=True)
             self._expire_entry(entry)
             entry.books.closed = True
             entry.closed_at = self._clock()

@@ -26,6 +26,7 @@ from router_service.ledger import (
     Settlement,
     TaskBooks,
     already_settled,
+    task_closed,
 )
 from router_service.ledger_memory import unknown_decision, unknown_task
 from router_service.ledger_schema import (
@@ -61,7 +62,7 @@ class _SqlTransaction:
         try:
             self.books = self._store._lock_books(self._conn, self._task_id)
             if self.books.closed:
-                raise Conflict(f"task {self._task_id!r} is closed", field="task_id")
+                raise task_closed(self._task_id)
             self._dirty = bool(self._store._expire_books(self._conn, self._task_id, self.books))
         except BaseException:
             self._stack.__exit__(*sys.exc_info())
@@ -275,7 +276,7 @@ class SqlLedgerStore:
         with self._txn() as conn:
             books = self._lock_books(conn, task_id)
             if books.closed:
-                raise Conflict(f"task {task_id!r} is already closed", field="task_id")
+                raise task_closed(task_id, already=True)
             self._expire_books(conn, task_id, books)
             books.closed = True
             self._write_books(conn, task_id, books, closed_at=self._clock())

@@ -77,7 +77,7 @@ class TaskCreate(Strict):
 class Step(Strict):
     kind: StepKind
     type: str = Field(min_length=1, max_length=64, description="Free text: planning, summarize...")
-    input_tokens: StepTokens
+    input_tokens: int = Field(ge=1, le=MAX_STEP_TOKENS, description="the prompt's tokens")
     expected_output_tokens: int = Field(ge=1, le=MAX_STEP_TOKENS)
     optional: bool = False
 

@@ -115,6 +115,19 @@ def test_put_model_adds_then_updates_and_routes_to_it(client: TestClient) -> Non
     assert local["estimated_cost_dollars"] is None
 
 
+def test_malformed_json_is_422_naming_the_body_and_where_it_broke(client: TestClient) -> None:
+    response = client.post(
+        "/v1/tasks",
+        content=b'{"task_type": "x", "budget": }',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    [problem] = response.json()["error"]["fields"]
+    assert problem["field"] == "body"
+    assert problem["expected"].startswith("a JSON document (")
+    assert problem["expected"] == "a JSON document (Expecting value at character 29)"
+
+
 BAD_TASKS = [
     ({"budget": budget(total_dollars=-1)}, "budget.total_dollars"),
     ({"budget": budget(max_input_tokens=0)}, "budget.max_input_tokens"),
@@ -141,6 +154,7 @@ def test_bad_task_bodies_name_the_field(
 BAD_DECISIONS = [
     ({"step": step(kind="bogus")}, 422, "step.kind"),
     ({"step": step(input_tokens=-5)}, 422, "step.input_tokens"),
+    ({"step": step(input_tokens=0)}, 422, "step.input_tokens"),
     ({"step": step(expected_output_tokens=0)}, 422, "step.expected_output_tokens"),
     ({"step": {"kind": "control"}}, 422, "step.type"),
     ({"signals": {"retries": -1}}, 422, "signals.retries"),

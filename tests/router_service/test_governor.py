@@ -190,6 +190,15 @@ def test_retry_cap_counts_the_agents_retries_when_the_router_saw_fewer(
     assert aborted["ledger"]["retries_used"] == 1
 
 
+def test_abort_when_the_input_token_cap_is_spent_says_so(client: TestClient) -> None:
+    open_task(client, "t", budget=budget(max_input_tokens=2_000))
+    report(client, decide(client, "t", step=step(input_tokens=2_000)), input_tokens=2_000)
+    aborted = decide(client, "t", step=step(input_tokens=100))
+    assert aborted["action"] == "abort" and aborted["model"] is None
+    assert aborted["rules"][-1]["rule"] == "input_token_cap"
+    assert "no input tokens left under the task's cap of 2000" in aborted["rules"][-1]["detail"]
+
+
 def test_abort_when_nothing_is_affordable_and_final_synthesis_uses_its_reserve(
     client: TestClient,
 ) -> None:

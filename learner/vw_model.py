@@ -175,7 +175,11 @@ class VWPolicyModel:
         return self.predict_text(namespace_text(shared), [namespace_text(a) for a in actions])
 
     def predict_text(self, shared: str, actions: Sequence[str]) -> list[float]:
-        """``predict`` on features already rendered by :func:`namespace_text`.
+        """``predict`` on features already rendered by :func:`namespace_text`."""
+        return self.score_text(shared, actions)[0]
+
+    def score_text(self, shared: str, actions: Sequence[str]) -> tuple[list[float], list[float]]:
+        """The exploration pmf and each action's score (its estimated cost: lower is better).
 
         Goes to VW's bindings directly: pyvw's wrapper objects cost three times the prediction.
         """
@@ -184,10 +188,11 @@ class VWPolicyModel:
         try:
             pylibvw.vw.predict_multi(workspace, examples)
             pmf = examples[0].get_action_scores()
+            scores = [example.get_partial_prediction() for example in examples[1:]]
         finally:
             pylibvw.vw._finish_example_multi_ex(workspace, examples)
         total = float(sum(pmf))
-        return [float(p) / total for p in pmf]
+        return [float(p) / total for p in pmf], scores
 
     def learn(
         self,

@@ -295,15 +295,18 @@ def _draw(
     """The policy's preference over eligible models, reshaped by budget, then one draw."""
     eligible = [c for c in candidates if c.eligible]
     shared_text = namespace_text(shared)
-    preference = policy.pmf_text(shared_text, [features.text(c) for c in eligible])
-    preferred = eligible[max(range(len(eligible)), key=preference.__getitem__)]
+    preference = policy.preference_text(shared_text, [features.text(c) for c in eligible])
+    preferred = eligible[max(range(len(eligible)), key=preference.pmf.__getitem__)]
     drawn_from = reshape(
         plan, preferred, plan.allowed, request, books, task.planned_steps, state.governor
     )
     if drawn_from == eligible:
-        pmf = preference
-    else:
-        pmf = policy.pmf_text(shared_text, [features.text(c) for c in drawn_from])
+        pmf = preference.pmf
+    else:  # a subset, in the same order: its pmf from the scores, or a prediction of its own
+        position = {c.model.id: i for i, c in enumerate(eligible)}
+        pmf = policy.pmf_within(
+            preference, [position[c.model.id] for c in drawn_from]
+        ) or policy.pmf_text(shared_text, [features.text(c) for c in drawn_from])
     return drawn_from, policy.sample(pmf, domain.policy.max_exploration)
 
 

@@ -27,6 +27,14 @@ class Choice:
         return self.pmf[self.index]
 
 
+@dataclass(frozen=True)
+class Preference:
+    """The model's pmf over actions and its score of each (an estimated cost: lower is better)."""
+
+    pmf: list[float]
+    scores: list[float]
+
+
 class RoutingPolicy:
     """Scores candidates with a VW model and samples one; safe to call from many threads."""
 
@@ -56,6 +64,27 @@ class RoutingPolicy:
         """``pmf`` on features already rendered as VW text (see ``namespace_text``)."""
         with self._lock:
             return self.model.predict_text(shared, actions)
+
+    def preference_text(self, shared: str, actions: Sequence[str]) -> Preference:
+        """The pmf and the scores of actions rendered as VW text."""
+        with self._lock:
+            return Preference(*self.model.score_text(shared, actions))
+
+    def pmf_within(self, preference: Preference, indices: Sequence[int]) -> list[float] | None:
+        """The pmf the model would give the actions at ``indices`` alone, from their scores.
+
+        Epsilon-greedy spreads epsilon evenly and gives the rest to the best score (shared on
+        a tie), so this is VW's own answer without a second prediction. The other exploration
+        algorithms need one: None.
+        """
+        if self.exploration.algorithm != "epsilon":
+            return None
+        scores = [preference.scores[i] for i in indices]
+        best = min(scores)
+        ties = scores.count(best)
+        epsilon = self.exploration.epsilon
+        spread = epsilon / len(scores)
+        return [spread + ((1 - epsilon) / ties if s == best else 0.0) for s in scores]
 
     def sample(self, pmf: list[float], max_exploration: float = 1.0) -> Choice:
         """Draw from ``pmf`` after capping the mass off its top action at ``max_exploration``."""

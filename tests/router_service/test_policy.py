@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
-from learner.vw_model import ExplorationSpec, VWPolicyModel
+from learner.vw_model import ExplorationSpec, VWPolicyModel, namespace_text
 from router_service.catalog import Catalog
 from router_service.features import action_features, shared_features
 from router_service.policy import RoutingPolicy
@@ -94,3 +95,41 @@ def test_learning_moves_probability_to_the_rewarded_model() -> None:
             policy.model.learn(shared, actions, index, -1.0 if index == cheap else 0.0, 1.0)
     pmf = policy.model.predict(shared, actions)
     assert max(range(len(pmf)), key=pmf.__getitem__) == cheap
+
+
+def test_the_pmf_within_a_subset_is_what_predicting_the_subset_gives() -> None:
+    """Epsilon-greedy over a subset follows from the scores (ties share the best's mass)."""
+    rng = random.Random(0)
+    compared = 0
+    for trial in range(30):
+        epsilon = rng.choice([0.01, 0.05, 0.2])
+        model = VWPolicyModel.create(
+            ExplorationSpec(epsilon=epsilon), seed=trial, learning="--cb_type mtr -l 0.05"
+        )
+        policy = RoutingPolicy(model, "v", ExplorationSpec(epsilon=epsilon), seed=trial)
+        size = rng.randint(2, 14)
+        actions = [
+            {"model": {"id": f"m{i}", "tier": rng.choice("ab")}, "cost": {"usd": rng.random()}}
+            for i in range(size)
+        ]
+        for _ in range(rng.choice([0, 5, 200])):  # 0: a fresh model, every score tied
+            shared = {"step": {"type": rng.choice("xy")}}
+            model.learn(shared, actions, rng.randrange(size), -rng.random(), 1 / size)
+        for _ in range(10):
+            shared_text = namespace_text({"step": {"type": rng.choice("xy"), "n": rng.random()}})
+            texts = [namespace_text(a) for a in actions]
+            subset = sorted(rng.sample(range(size), rng.randint(1, size)))
+            within = policy.pmf_within(policy.preference_text(shared_text, texts), subset)
+            predicted = policy.pmf_text(shared_text, [texts[i] for i in subset])
+            assert within == pytest.approx(predicted, abs=1e-6)
+            compared += 1
+    assert compared == 300
+
+
+@pytest.mark.parametrize("algorithm", ["softmax", "squarecb"])
+def test_other_exploration_needs_a_prediction_of_its_own(algorithm: str) -> None:
+    spec = ExplorationSpec(algorithm=algorithm)  # type: ignore[arg-type]
+    policy = RoutingPolicy(VWPolicyModel.create(spec), "v", spec, seed=0)
+    actions = [namespace_text({"model": {"id": f"m{i}"}}) for i in range(3)]
+    preference = policy.preference_text(namespace_text({"step": {"type": "x"}}), actions)
+    assert policy.pmf_within(preference, [0, 2]) is None

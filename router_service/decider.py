@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 
 import orjson
 
-from feature_store.snapshot import RollingFeature, recent_action_features
 from learner.vw_model import namespace_text
+from router_service.action_cache import StaticAction
 from router_service.catalog import ModelSpec
 from router_service.errors import InvalidRequest
 from router_service.events import SCHEMA_VERSION, DecisionEvent, new_event_id
-from router_service.features import action_features, shared_features
+from router_service.features import cost_features, shared_features
 from router_service.governor import (
     Costed,
     Plan,
@@ -31,8 +31,6 @@ from router_service.schemas import DecideRequest, LedgerView, Task
 from router_service.served import ServedDecision, explored, pack
 from router_service.state import RouterState
 from router_service.trust import ResolvedDomain
-
-RollingSnapshot = dict[tuple[str, str, str], RollingFeature]
 
 
 def price_candidates(
@@ -93,7 +91,7 @@ def decide(
     """Govern, score, sample and reserve, atomically for the task; the event to log, if any."""
     domain = state.trust.resolve(task.trust_domain)
     policy = state.policy
-    features = _ActionFeatures(state.rolling, request.step.type, task.trust_domain)
+    features = _ActionFeatures(state, request.step.type, task.trust_domain)
     shared = shared_features(
         request.step,
         request.signals,
@@ -252,32 +250,44 @@ def _served(
 
 
 class _ActionFeatures:
-    """Action features of candidates: catalog facts, step cost, and the model's recent record."""
+    """Action features of candidates: catalog facts, step cost, and the model's recent record.
 
-    def __init__(self, rolling: RollingSnapshot, step_type: str, domain: str) -> None:
-        self._rolling = rolling
+    The first and the last repeat across decisions (``state.action_cache`` keeps them with
+    their VW text); the cost is built and rendered here, once per candidate and decision.
+    """
+
+    def __init__(self, state: RouterState, step_type: str, domain: str) -> None:
+        self._cache = state.action_cache
+        self._rolling = state.rolling
         self._step_type = step_type
         self._domain = domain
-        self._built: dict[str, dict] = {}
         self._text: dict[str, str] = {}
+        self._statics: dict[str, StaticAction] = {}
 
     def of(self, candidate: Costed) -> dict:
-        """Built once per candidate per decision (scoring and the logged event share them)."""
-        model_id = candidate.model.id
-        if model_id not in self._built:
-            recent = self._rolling.get((model_id, self._step_type, self._domain))
-            self._built[model_id] = {
-                **action_features(candidate.model, candidate.estimated_cost),
-                **recent_action_features(recent),
-            }
-        return self._built[model_id]
+        """The candidate's namespaces, as the decision event logs them."""
+        return {
+            **self._static(candidate).features,
+            "cost": cost_features(candidate.estimated_cost),
+        }
 
     def text(self, candidate: Costed) -> str:
         """The candidate's features as VW text, rendered once per decision."""
         model_id = candidate.model.id
-        if model_id not in self._text:
-            self._text[model_id] = namespace_text(self.of(candidate))
-        return self._text[model_id]
+        text = self._text.get(model_id)
+        if text is None:
+            cost = namespace_text({"cost": cost_features(candidate.estimated_cost)})
+            text = self._text[model_id] = f"{self._static(candidate).text} {cost}"
+        return text
+
+    def _static(self, candidate: Costed) -> StaticAction:
+        model = candidate.model
+        static = self._statics.get(model.id)
+        if static is None:
+            recent = self._rolling.get((model.id, self._step_type, self._domain))
+            static = self._cache.static(model, recent, self._step_type, self._domain)
+            self._statics[model.id] = static
+        return static
 
 
 def _draw(

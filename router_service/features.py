@@ -114,6 +114,11 @@ def shared_features(
 
 def action_features(model: ModelSpec, estimated_cost: float | None) -> Namespaces:
     """Features of one candidate model, including its estimated cost for this step."""
+    return {"model": model_features(model), "cost": cost_features(estimated_cost)}
+
+
+def model_features(model: ModelSpec) -> dict[str, float | str | bool]:
+    """A candidate's catalog facts (namespace ``model``): the same at every step."""
     features: dict[str, float | str | bool] = {
         "id": model.id,
         "tier": model.tier,
@@ -122,8 +127,11 @@ def action_features(model: ModelSpec, estimated_cost: float | None) -> Namespace
     }
     for tag in model.tags:
         features[f"can_{tag}"] = True
+    return features
+
+
+def cost_features(estimated_cost: float | None) -> dict[str, float | str | bool]:
+    """A candidate's estimated cost for this step (namespace ``cost``)."""
     if estimated_cost is None:
-        cost: dict[str, float | str | bool] = {"unpriced": True}
-    else:
-        cost = {"log_cost": math.log10(estimated_cost + 1e-6) / 6}
-    return {"model": features, "cost": cost}
+        return {"unpriced": True}
+    return {"log_cost": math.log10(estimated_cost + 1e-6) / 6}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from feature_store.snapshot import RollingFeature
+from router_service.action_cache import ActionCache
 from router_service.activity import ActivityLog
 from router_service.auth import ApiKeyStore
 from router_service.catalog import Catalog
@@ -44,6 +45,7 @@ class RouterState:
     base_version: str
     auth: ApiKeyStore
     observed_costs: ObservedCosts = field(default_factory=ObservedCosts)
+    action_cache: ActionCache = field(default_factory=ActionCache)
     rolling: dict[tuple[str, str, str], RollingFeature] = field(default_factory=dict)
     allocator_state: dict[str, Any] = field(default_factory=dict)
     refresher: PolicyRefresher | None = None

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from router_service.decider import decide
+from learner.vw_model import namespace_text
+from router_service.decider import _ActionFeatures, decide, price_candidates
 from router_service.events import DecisionEvent, decode_event, encode_event
 from router_service.schemas import DecideRequest, TaskCreate
 from router_service.settings import Settings
@@ -27,5 +28,26 @@ def test_decision_event_round_trips_through_the_learners_decoder(tmp_path: Path)
         assert decoded.decision_id == decision.decision_id
         assert decoded.actions[decoded.chosen_index] == decision.model
         assert abs(sum(decoded.pmf) - 1) < 1e-9
+    finally:
+        state.close()
+
+
+def test_the_text_the_router_scores_is_the_text_the_learner_renders(tmp_path: Path) -> None:
+    """Train and serve see the same example: the logged features render to the scored text."""
+    state = RouterState.build(Settings(data_dir=tmp_path, seed=0))
+    try:
+        request = DecideRequest.model_validate({"task_id": "t1", "step": step()})
+        task = state.open_task(
+            TaskCreate(task_id="t1", trust_domain="eng", task_type="coding", budget=budget()),
+            tenant="acme",
+        )
+        with state.ledger.transaction(task.task_id) as txn:
+            domain = state.trust.resolve(task.trust_domain)
+            candidates = price_candidates(
+                request, txn.books, state.catalog.snapshot(), domain, state
+            )
+        features = _ActionFeatures(state, request.step.type, task.trust_domain)
+        for candidate in candidates:
+            assert features.text(candidate) == namespace_text(features.of(candidate))
     finally:
         state.close()

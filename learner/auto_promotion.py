@@ -55,6 +55,7 @@ LEARNED_TAG = "learner.learned_steps"
 WINDOW_TAG = "learner.window_start"  # ISO 8601, or "all" for a model that learned no logged step
 EVERY_STEP = "all"
 RETRY_SECONDS = 30.0
+GATE_THRESHOLDS = [f for f in dataclasses.fields(GateConfig) if f.name != "enabled"]
 
 
 class LifecycleSettings(BaseSettings):
@@ -72,25 +73,29 @@ class LifecycleSettings(BaseSettings):
         description="shortest round once there is a champion: at high event rates, rounds of "
         "register_every_steps would each cost replays and MLflow writes every few seconds",
     )
-    margin: float = Field(0.01, description="reward gain's lower bound must reach this")
-    min_steps: int = Field(200, ge=0, description="logged steps the gate needs")
-    min_ess: float = Field(100.0, ge=0, description="effective sample size of both policies")
-    confidence: float = Field(0.95, gt=0, lt=1, description="of the gate's intervals")
-    quality_tolerance: float = Field(0.05, ge=0, description="quality drop allowed")
-    max_spend_ratio: float = Field(1.0, gt=0, description="spend per task / mean task cap")
+    # The gate's thresholds default to GateConfig's, which holds them in one place.
+    margin: float = Field(
+        GateConfig.margin, description="reward gain's lower bound must reach this"
+    )
+    min_steps: int = Field(GateConfig.min_steps, ge=0, description="logged steps the gate needs")
+    min_ess: float = Field(
+        GateConfig.min_ess, ge=0, description="effective sample size of both policies"
+    )
+    confidence: float = Field(
+        GateConfig.confidence, gt=0, lt=1, description="of the gate's intervals"
+    )
+    quality_tolerance: float = Field(
+        GateConfig.quality_tolerance, ge=0, description="quality drop allowed"
+    )
+    max_spend_ratio: float = Field(
+        GateConfig.max_spend_ratio, gt=0, description="spend per task / mean task cap"
+    )
     lambda_per_dollar: float = Field(10.0, ge=0, description="reward = quality - this x dollars")
     task_cap: float = Field(1.0, gt=0, description="dollar cap of tasks whose cap is unknown")
 
     def gate_config(self) -> GateConfig:
-        return GateConfig(
-            enabled=self.auto_promote,
-            quality_tolerance=self.quality_tolerance,
-            min_ess=self.min_ess,
-            max_spend_ratio=self.max_spend_ratio,
-            margin=self.margin,
-            min_steps=self.min_steps,
-            confidence=self.confidence,
-        )
+        thresholds = {f.name: getattr(self, f.name) for f in GATE_THRESHOLDS}
+        return GateConfig(enabled=self.auto_promote, **thresholds)
 
 
 class ChampionLineage(Protocol):

@@ -20,7 +20,7 @@ from typing import Any
 from feature_store.store import DuckDBFeatureStore
 from learner.auto_promotion import open_promoter
 from learner.checkpoint import atomic_write
-from learner.registry import RegistryError
+from learner.registry import ModelRegistry, RegistryError
 from learner.service import Learner, run_learner
 from learner.settings import LearnerSettings
 from learner.snapshots import SnapshotStore
@@ -62,6 +62,14 @@ class Lineage:
             saved = json.loads(self._path.read_text())
             self.base_version, self.champion = saved["base_version"], saved["champion"]
         self._checked_at = 0.0
+        self._registry: ModelRegistry | None = None
+
+    def _open_registry(self) -> ModelRegistry | None:
+        """The registry, opened once (an MLflow client costs more than the alias read);
+        None while there is none yet, so a later look opens the one created meanwhile."""
+        if self._registry is None:
+            self._registry = open_registry(self._settings)
+        return self._registry
 
     def moved_champion(self, force: bool = False) -> VWPolicyModel | None:
         """The champion's model if the alias moved since we last looked, else None."""
@@ -70,7 +78,7 @@ class Lineage:
             return None
         self._checked_at = now
         try:
-            registry = open_registry(self._settings)
+            registry = self._open_registry()
             if registry is None:
                 return None
             version = registry.get_alias_version("champion")

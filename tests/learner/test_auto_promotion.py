@@ -12,7 +12,8 @@ import pytest
 
 from feature_store.examples import MODELS, decision_event, outcome_event
 from feature_store.store import DuckDBFeatureStore
-from learner.auto_promotion import WINDOW_TAG, AutoPromoter, LifecycleSettings
+from learner.auto_promotion import GATE_THRESHOLDS, WINDOW_TAG, AutoPromoter, LifecycleSettings
+from learner.promotion import GateConfig
 from learner.registry import CHALLENGER, CHAMPION, ModelRegistry
 from learner.vw_model import ExplorationSpec, VWPolicyModel
 from router_service.settings import Settings
@@ -210,3 +211,13 @@ def test_with_a_champion_a_full_window_waits_for_the_shortest_round(tmp_path: Pa
         assert not promoter.due(500), "a full window, but only 0 s into the round"
         clock.now += 60
         assert promoter.due(100) and not promoter.due(99)
+
+
+def test_lifecycle_settings_hold_every_gate_threshold_with_the_gate_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert LifecycleSettings().gate_config() == GateConfig()
+    assert {f.name for f in GATE_THRESHOLDS} <= set(LifecycleSettings.model_fields)
+    monkeypatch.setenv("BUDGET_ROUTER_LIFECYCLE_MIN_ESS", "7")
+    monkeypatch.setenv("BUDGET_ROUTER_LIFECYCLE_AUTO_PROMOTE", "false")
+    assert LifecycleSettings().gate_config() == GateConfig(enabled=False, min_ess=7.0)

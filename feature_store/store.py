@@ -43,8 +43,9 @@ _TABLES = {
     "task_closed": "tasks",
 }
 
-# DuckDB's buffer pool caches table blocks up to 80% of the machine's memory by default, so a
-# long-running learner's RSS grows with the file; a cap keeps it flat (queries spill past it).
+# DuckDB's buffer pool caches table blocks up to 80% of the machine's memory by default; a cap
+# keeps a long-running process's RSS from growing with the file (queries spill past it). The
+# learner sets its own (LearnerSettings.feature_store_memory_limit).
 DEFAULT_MEMORY_LIMIT = "256MB"
 
 _LOGGED_SQL = """
@@ -64,6 +65,7 @@ ORDER BY d.occurred_at, d.decision_id
 """
 
 _LOGGED_COUNT_SQL = f"SELECT count(*) FROM ({_LOGGED_SQL})"
+_LOGGED_TASKS_SQL = f"SELECT DISTINCT task_id FROM ({_LOGGED_SQL})"
 
 
 class DuckDBFeatureStore:
@@ -88,6 +90,10 @@ class DuckDBFeatureStore:
             )
         except (duckdb.IOException, OSError) as exc:
             raise StoreUnavailable(f"cannot open feature store {self.path}: {exc}") from exc
+        except duckdb.Error as exc:
+            raise FeatureStoreError(
+                f"cannot open feature store {self.path} with memory_limit {memory_limit!r}: {exc}"
+            ) from exc
         try:
             if not read_only:
                 self._con.execute(DDL)
@@ -297,6 +303,18 @@ class DuckDBFeatureStore:
         """Tasks by money spent, most first."""
         with self._lock:
             return queries.spend_by_task(self._con, limit)
+
+    def spend_of_logged_tasks(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        trust_domain: str | None = None,
+        policy_version: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """``spend_by_task``'s rows for the tasks with a step ``logged_steps`` would return."""
+        with self._lock:
+            params = self._logged_params(since, until, trust_domain, policy_version)
+            return queries.spend_of_tasks(self._con, _LOGGED_TASKS_SQL, params)
 
     def spend_by_domain(self) -> list[dict[str, Any]]:
         """Money spent and success per trust domain."""

@@ -216,9 +216,7 @@ def logged_from_store(
 ) -> LoggedData:
     """Decisions joined with outcomes from an open store (the learner's own connection)."""
     steps = store.logged_steps(since, until, domain)
-    tasks = store.spend_by_task(limit=2**31 - 1)
-    ids = {s.task_id for s in steps}
-    mine = [t for t in tasks if t["task_id"] in ids]
+    mine = store.spend_of_logged_tasks(since, until, domain)
     caps = {t["task_id"]: float(t["total_dollars"]) for t in mine if t["total_dollars"]}
     window = (
         (min(t["first_at"] for t in mine).isoformat(), max(t["last_at"] for t in mine).isoformat())

@@ -132,7 +132,9 @@ def run_online_learner(
 ) -> Learner:
     """Learn from the events topic until ``stop`` is set."""
     config = learner_settings(settings, bootstrap_servers)
-    store = DuckDBFeatureStore(config.feature_store_path)
+    store = DuckDBFeatureStore(
+        config.feature_store_path, memory_limit=config.feature_store_memory_limit
+    )
     return run_learner(
         config,
         stop,

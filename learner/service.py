@@ -377,7 +377,9 @@ def default_store(settings: LearnerSettings) -> FeatureStore:
     except ImportError:
         log.warning("feature_store.store is not available; events are not stored")
         return NoStore()
-    return DuckDBFeatureStore(settings.feature_store_path)  # type: ignore[no-any-return]
+    return DuckDBFeatureStore(  # type: ignore[no-any-return]
+        settings.feature_store_path, memory_limit=settings.feature_store_memory_limit
+    )
 
 
 def run_learner(

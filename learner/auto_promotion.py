@@ -25,6 +25,7 @@ store trouble never stops learning either: the round is retried ``RETRY_SECONDS`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -116,6 +117,30 @@ class Pending:
     learned_steps: int
 
 
+class BundleCache:
+    """Registered bundles by version (a version never changes): each is downloaded once, and
+    the few versions a round compares (its challenger, the champion) are kept."""
+
+    def __init__(self, keep: int = 3) -> None:
+        self._keep = keep
+        self._bundles: dict[str, ModelBundle] = {}
+
+    def get(self, registry: ModelRegistry, version: str) -> ModelBundle:
+        """The bundle of ``version``, downloaded from ``registry`` if it is not kept."""
+        bundle = self._bundles.get(version)
+        if bundle is None:
+            bundle = registry.load_bundle(version)
+        self.put(version, bundle)
+        return bundle
+
+    def put(self, version: str, bundle: ModelBundle) -> None:
+        """Keep ``bundle`` as the most recently used; forget the least recently used."""
+        self._bundles.pop(version, None)
+        self._bundles[version] = bundle
+        while len(self._bundles) > self._keep:
+            del self._bundles[next(iter(self._bundles))]
+
+
 class AutoPromoter:
     """Runs the rounds; ``tick`` is called after each model publication of the learner."""
 
@@ -136,6 +161,7 @@ class AutoPromoter:
         self._lineage = lineage
         self._open_registry = open_registry
         self._registry: ModelRegistry | None = None  # opened by the first round, not at startup
+        self._bundles = BundleCache()
         self._clock = clock
         self._background = background
         self._worker: threading.Thread | None = None
@@ -289,19 +315,20 @@ class AutoPromoter:
     def _gate(self, registry: ModelRegistry, pending: Pending, data: LoggedData) -> bool:
         """Gate ``pending`` on ``data``; False (nothing decided) if the champion is not the
         one the learner descends from, i.e. it was moved from outside since it last looked."""
-        from learner.lifecycle import compare_with_champion
+        from learner.lifecycle import compare_versions
         from learner.ope import EvaluationError
 
         champion = registry.get_alias_version(CHAMPION)
         if champion != self._lineage.champion:
             return False
         try:
-            decision = compare_with_champion(
-                registry,
+            decision = compare_versions(
                 pending.version,
+                champion,
                 data,
                 self.lifecycle.lambda_per_dollar,
                 self.config,
+                bundle=functools.partial(self._bundles.get, registry),
                 task_cap=self.lifecycle.task_cap,
             ).decision
         except EvaluationError as exc:  # e.g. an invalid pmf: the sanity gate refuses it
@@ -341,6 +368,7 @@ class AutoPromoter:
             ("learner", at),
             LEARNER_SOURCE,
         )
+        self._bundles.put(version, bundle)  # the gate compares it next round: no download
         start = EVERY_STEP if window_start is None else window_start.isoformat()
         registry.tag_version(version, {LEARNED_TAG: str(learned), WINDOW_TAG: start})
         what = "the prior" if day_one else f"after {learned} learned steps"

@@ -525,16 +525,40 @@ def compare_with_champion(
     progress: Progress | None = None,
 ) -> Comparison:
     """Replay ``version`` and the champion on ``data`` and apply the promotion gate."""
-    champion = registry.get_alias_version(CHAMPION)
+    return compare_versions(
+        version,
+        registry.get_alias_version(CHAMPION),
+        data,
+        lam,
+        config,
+        bundle=registry.load_bundle,
+        task_cap=task_cap,
+        progress=progress,
+    )
+
+
+def compare_versions(
+    version: str,
+    champion: str | None,
+    data: LoggedData,
+    lam: float,
+    config: GateConfig,
+    *,
+    bundle: Callable[[str], ModelBundle],
+    task_cap: float = 1.0,
+    progress: Progress | None = None,
+) -> Comparison:
+    """:func:`compare_with_champion` with the champion's version already read and the bundles
+    coming from ``bundle`` (a registry's ``load_bundle``, or a cache of it)."""
     if not data.steps:
         reasons = [
             f"FAIL samples: no logged decisions to evaluate version {version} on "
             f"(minimum {config.min_steps})"
         ]
         return Comparison(version, champion, None, None, GateDecision(False, reasons))
-    models = [registry.load_bundle(version).policy_model()]
+    models = [bundle(version).policy_model()]
     if champion is not None and champion != version:
-        models.append(registry.load_bundle(champion).policy_model())
+        models.append(bundle(champion).policy_model())
     try:
         replays = gather_evidence(
             data.steps,

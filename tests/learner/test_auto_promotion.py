@@ -13,6 +13,7 @@ import pytest
 from feature_store.examples import MODELS, decision_event, outcome_event
 from feature_store.store import DuckDBFeatureStore
 from learner.auto_promotion import GATE_THRESHOLDS, WINDOW_TAG, AutoPromoter, LifecycleSettings
+from learner.model_bundle import ModelBundle
 from learner.promotion import GateConfig
 from learner.registry import CHALLENGER, CHAMPION, ModelRegistry
 from learner.vw_model import ExplorationSpec, VWPolicyModel
@@ -221,3 +222,39 @@ def test_lifecycle_settings_hold_every_gate_threshold_with_the_gate_defaults(
     monkeypatch.setenv("BUDGET_ROUTER_LIFECYCLE_MIN_ESS", "7")
     monkeypatch.setenv("BUDGET_ROUTER_LIFECYCLE_AUTO_PROMOTE", "false")
     assert LifecycleSettings().gate_config() == GateConfig(enabled=False, min_ess=7.0)
+
+
+def test_rounds_read_the_champion_once_and_download_no_bundle_they_registered(
+    parts: Parts, models: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    promoter, registry, log, _, _ = parts
+    bad, good = models
+    reads: list[str] = []
+    downloads: list[str] = []
+    read_alias, load_bundle = registry.get_alias_version, registry.load_bundle
+
+    def counted_read(alias: str) -> str | None:
+        reads.append(alias)
+        return read_alias(alias)
+
+    def counted_load(version: str) -> ModelBundle:
+        downloads.append(version)
+        return load_bundle(version)
+
+    monkeypatch.setattr(registry, "get_alias_version", counted_read)
+    monkeypatch.setattr(registry, "load_bundle", counted_load)
+    promoter.tick(lambda: bad, {}, learned=1)
+    champion_reads = []
+    for learned in (130, 260, 390):
+        log.steps(120)
+        reads.clear()
+        promoter.tick(lambda: good, {}, learned=learned)
+        champion_reads.append(reads.count(CHAMPION))
+    assert [registry.version_tags(v)["gate.outcome"] for v in "123"] == [
+        "promoted",
+        "promoted",
+        "refused",
+    ]
+    # The gate reads the alias once; a promotion reads it again to record what it replaces.
+    assert champion_reads == [2, 2, 1]
+    assert downloads == [], "every version was registered by this promoter: none is downloaded"

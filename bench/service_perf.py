@@ -635,6 +635,7 @@ def _learner_child(data_dir: Path, points: list[int], seed: int) -> None:
             offset += len(batch)
         if not _pause(offset, started):
             break
+    learner.close()
     store.close()
 
 

@@ -23,7 +23,7 @@ from feature_store.errors import (
     StoreWriteError,
 )
 from feature_store.logged import LoggedStep
-from feature_store.rolling import RollingWindow, query_rolling_features
+from feature_store.rolling import RollingFeatures, RollingWindow
 from feature_store.schema import (
     DDL,
     SCHEMA_VERSION,
@@ -81,6 +81,7 @@ class DuckDBFeatureStore:
     ) -> None:
         self.path = Path(path)
         self.window = window or RollingWindow()
+        self._rolling = RollingFeatures(self.window)
         self._lock = threading.Lock()
         try:
             if not read_only:
@@ -214,7 +215,7 @@ class DuckDBFeatureStore:
     def rolling_features(self) -> list[RollingFeature]:
         """Per-(model, step_type, trust_domain) features over the last ``window`` outcomes."""
         with self._lock:
-            return query_rolling_features(self._con, self.window)
+            return self._rolling.update(self._con)
 
     def export_rolling_features(self, path: Path) -> int:
         """Write the rolling-feature snapshot (JSON) atomically; return how many keys it holds."""

@@ -35,6 +35,9 @@ from router_service.trust import TrustPolicies
 log = logging.getLogger(__name__)
 LINEAGE_FILE = "learner_lineage.json"
 CHAMPION_CHECK_SECONDS = 5.0
+ROLLING_EXPORT_SECONDS = 5.0
+"""How often the rolling features are exported for the routers (snapshots go out every
+publication): their means over the last outcomes of a key move little in a second."""
 
 
 def learner_settings(settings: Settings, bootstrap_servers: str) -> LearnerSettings:
@@ -104,11 +107,12 @@ def publishing_hook(
     settings: Settings, store: DuckDBFeatureStore
 ) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
     """After model updates: follow the champion, run the lifecycle's rounds, write a snapshot,
-    export rolling features."""
+    export rolling features (every ``ROLLING_EXPORT_SECONDS``)."""
     lineage = Lineage(settings)
     promoter = open_promoter(settings, store, lineage)
     snapshots = SnapshotStore(settings.data_dir)
     rolling_path = rolling_features_path(settings.data_dir)
+    exported_at = float("-inf")
 
     def publish(
         get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int
@@ -121,7 +125,10 @@ def publishing_hook(
         model = get_bytes()  # one save for the round and the snapshot
         promoter.tick(lambda: model, allocator, learned)
         snapshots.write(model, lineage.base_version, allocator, learned)
-        store.export_rolling_features(rolling_path)
+        nonlocal exported_at
+        if time.monotonic() - exported_at >= ROLLING_EXPORT_SECONDS:
+            store.export_rolling_features(rolling_path)
+            exported_at = time.monotonic()
         return None
 
     return publish

@@ -57,7 +57,7 @@ class LearnerSettings(BaseSettings):
     )
 
     # Checkpoints, status and model publication.
-    checkpoint_every_events: int = Field(5_000, gt=0)
+    checkpoint_every_events: int = Field(50_000, gt=0)
     checkpoint_every_seconds: float = Field(5.0, gt=0)
     status_every_seconds: float = Field(1.0, gt=0)
     publish_interval_seconds: float = Field(1.0, ge=0)

@@ -62,7 +62,9 @@ WHERE ($since IS NULL OR d.occurred_at >= $since)
   AND ($trust_domain IS NULL OR d.trust_domain = $trust_domain)
   AND ($policy_version IS NULL OR d.policy_version = $policy_version)
 ORDER BY d.occurred_at, d.decision_id
+LIMIT $limit
 """
+NO_LIMIT = 2**62
 
 _LOGGED_COUNT_SQL = f"SELECT count(*) FROM ({_LOGGED_SQL})"
 _LOGGED_TASKS_SQL = f"SELECT DISTINCT task_id FROM ({_LOGGED_SQL})"
@@ -229,8 +231,10 @@ class DuckDBFeatureStore:
         until: datetime | None,
         trust_domain: str | None,
         policy_version: str | None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
         return {
+            "limit": NO_LIMIT if limit is None else limit,
             "since": None if since is None else to_utc_naive(since),
             "until": None if until is None else to_utc_naive(until),
             "trust_domain": trust_domain,
@@ -250,13 +254,16 @@ class DuckDBFeatureStore:
         until: datetime | None = None,
         trust_domain: str | None = None,
         policy_version: str | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[LoggedStep]:
         """Decisions joined with their outcomes (and task success when closed), by time.
 
         ``since`` is inclusive, ``until`` exclusive; decisions without an outcome are left out.
+        With ``limit``, only the first ``limit`` of them.
         """
         with self._lock:
-            params = self._logged_params(since, until, trust_domain, policy_version)
+            params = self._logged_params(since, until, trust_domain, policy_version, limit)
             rows = self._con.execute(_LOGGED_SQL, params).fetchall()
         return [
             LoggedStep(
@@ -311,10 +318,12 @@ class DuckDBFeatureStore:
         until: datetime | None = None,
         trust_domain: str | None = None,
         policy_version: str | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """``spend_by_task``'s rows for the tasks with a step ``logged_steps`` would return."""
         with self._lock:
-            params = self._logged_params(since, until, trust_domain, policy_version)
+            params = self._logged_params(since, until, trust_domain, policy_version, limit)
             return queries.spend_of_tasks(self._con, _LOGGED_TASKS_SQL, params)
 
     def spend_by_domain(self) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ A *round* starts when the learner registers its current online model as a versio
 neither it nor the older champion has learned from. The round ends when the window holds
 ``register_every_steps`` steps with outcomes, or ``register_every_seconds`` have passed with at
 least one outcome learned: then the pending challenger goes through the promotion gate
-(:mod:`learner.promotion`) on the window, and the next round begins with a new registration.
+(:mod:`learner.promotion`) on the window (its first ``max_window_steps`` steps, so a round's
+replays stay bounded at any event rate), and the next round begins with a new registration.
 
 Day one: with an empty registry the learner's first publication registers the router's prior
 (version 1), which has learned from no logged step, so its window is every step logged so far;
@@ -90,6 +91,12 @@ class LifecycleSettings(BaseSettings):
     )
     max_spend_ratio: float = Field(
         GateConfig.max_spend_ratio, gt=0, description="spend per task / mean task cap"
+    )
+    max_window_steps: int = Field(
+        20_000,
+        gt=0,
+        description="logged steps a round's gate replays at most, the first of its window: at "
+        "high event rates a round's window would hold millions, each replayed by two models",
     )
     lambda_per_dollar: float = Field(10.0, ge=0, description="reward = quality - this x dollars")
     task_cap: float = Field(1.0, gt=0, description="dollar cap of tasks whose cap is unknown")
@@ -266,7 +273,12 @@ class AutoPromoter:
                 steps = self._store.logged_step_count(since)
                 if steps < self._round_size() and not self._expired():
                     return  # outcomes learned so far were of steps decided before the round
-                window = logged_from_store(self._store, "the learner's feature store", since=since)
+                window = logged_from_store(
+                    self._store,
+                    "the learner's feature store",
+                    since=since,
+                    limit=self.lifecycle.max_window_steps,
+                )
                 if not self._gate(registry, self.pending, window):
                     return  # the champion moved from outside: champion_moved comes next
                 self.pending = None

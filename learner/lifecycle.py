@@ -213,10 +213,12 @@ def logged_from_store(
     since: datetime | None = None,
     until: datetime | None = None,
     domain: str | None = None,
+    limit: int | None = None,
 ) -> LoggedData:
-    """Decisions joined with outcomes from an open store (the learner's own connection)."""
-    steps = store.logged_steps(since, until, domain)
-    mine = store.spend_of_logged_tasks(since, until, domain)
+    """Decisions joined with outcomes from an open store (the learner's own connection); with
+    ``limit``, the first ``limit`` of them."""
+    steps = store.logged_steps(since, until, domain, limit=limit)
+    mine = store.spend_of_logged_tasks(since, until, domain, limit=limit)
     caps = {t["task_id"]: float(t["total_dollars"]) for t in mine if t["total_dollars"]}
     window = (
         (min(t["first_at"] for t in mine).isoformat(), max(t["last_at"] for t in mine).isoformat())

@@ -110,3 +110,9 @@ def test_spend_of_logged_tasks_keeps_the_tasks_with_a_step_in_the_window(
     assert later == [every["ta"], every["tb"]], "a task counts whole once one step is in"
     assert store.spend_of_logged_tasks(since=EPOCH + timedelta(minutes=11)) == [every["tb"]]
     assert store.spend_of_logged_tasks(until=EPOCH) == []
+
+
+def test_a_limit_keeps_the_first_logged_steps_and_their_tasks(store: DuckDBFeatureStore) -> None:
+    assert [s.decision_id for s in store.logged_steps(limit=2)] == ["a1", "a2"]
+    assert [t["task_id"] for t in store.spend_of_logged_tasks(limit=2)] == ["ta"]
+    assert len(store.logged_steps()) == 3

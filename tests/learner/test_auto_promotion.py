@@ -88,7 +88,7 @@ def models() -> tuple[bytes, bytes]:
 Parts = tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage]
 
 
-def build(settings: Settings, store: DuckDBFeatureStore) -> Parts:
+def build(settings: Settings, store: DuckDBFeatureStore, **lifecycle_overrides: int) -> Parts:
     registry = ModelRegistry.embedded(settings.data_dir)
     lifecycle = LifecycleSettings(
         register_every_steps=100,
@@ -96,6 +96,7 @@ def build(settings: Settings, store: DuckDBFeatureStore) -> Parts:
         min_round_seconds=0,
         min_steps=80,
         min_ess=10,
+        **lifecycle_overrides,  # type: ignore[arg-type]
     )
     clock, lineage = Clock(), Lineage()
     promoter = AutoPromoter(
@@ -258,3 +259,15 @@ def test_rounds_read_the_champion_once_and_download_no_bundle_they_registered(
     # The gate reads the alias once; a promotion reads it again to record what it replaces.
     assert champion_reads == [2, 2, 1]
     assert downloads == [], "every version was registered by this promoter: none is downloaded"
+
+
+def test_a_round_replays_at_most_max_window_steps_of_its_window(
+    tmp_path: Path, models: tuple[bytes, bytes]
+) -> None:
+    with DuckDBFeatureStore(tmp_path / "features.duckdb") as store:
+        settings = Settings(data_dir=tmp_path / "var")
+        promoter, registry, log, _, _ = build(settings, store, max_window_steps=90)
+        log.steps(120)
+        promoter.tick(lambda: models[1], {}, learned=120)
+    reasons = registry.version_tags("1")["gate.reasons"]
+    assert "samples: 90 logged steps" in reasons, reasons

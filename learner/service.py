@@ -161,7 +161,7 @@ class Learner:
     # -- learning -------------------------------------------------------------------------
 
     def process(self, records: Sequence[Record], topic: str | None = None) -> None:
-        """Learn from one batch and write it to the store (no checkpoint here).
+        """Learn from one batch and hand it to the store writer (no checkpoint here).
 
         Rewards are computed as each signal arrives (stream order, so the allocator's prices
         are those of that moment); the VW updates of the batch then run in one call, in the

@@ -15,8 +15,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-MAX_PENDING_BATCHES = 4
-"""Batches handed over and not yet written; a slower store makes the learner wait here."""
+MAX_PENDING_BATCHES = 2
+"""Batches handed over and not yet written (each holds its decoded events, megabytes); a
+slower store makes the learner wait here."""
 
 
 class FeatureStore(Protocol):

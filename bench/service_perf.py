@@ -643,7 +643,9 @@ def _learner_child(data_dir: Path, points: list[int], seed: int) -> None:
     logging.disable(logging.CRITICAL)
     settings = Settings(data_dir=data_dir, seed=seed)
     config = learner_settings(settings, "unused:9092")
-    store = DuckDBFeatureStore(config.feature_store_path)
+    store = DuckDBFeatureStore(
+        config.feature_store_path, memory_limit=config.feature_store_memory_limit
+    )
     learner = Learner.open(
         config,
         dead_letters=_DroppedLetters(),
@@ -664,6 +666,7 @@ def _learner_child(data_dir: Path, points: list[int], seed: int) -> None:
             offset += len(batch)
         if not _pause(offset, started):
             break
+    learner.close()
     store.close()
 
 

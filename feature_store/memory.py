@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -70,9 +71,11 @@ class InMemoryFeatureStore:
                     n=n,
                     successes=successes,
                     success_rate=successes / n,
-                    mean_quality=sum(o.quality for o in recent) / n,
-                    mean_cost_dollars=sum(o.cost_dollars for o in recent) / n,
-                    mean_latency_s=sum(latencies) / len(latencies) / 1000 if latencies else None,
+                    mean_quality=math.fsum(o.quality for o in recent) / n,
+                    mean_cost_dollars=math.fsum(o.cost_dollars for o in recent) / n,
+                    mean_latency_s=math.fsum(latencies) / len(latencies) / 1000
+                    if latencies
+                    else None,
                     n_total=len(ordered),
                     last_outcome_at=from_utc_naive(to_utc_naive(recent[0].occurred_at)),
                     window=self.window.outcomes,

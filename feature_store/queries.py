@@ -26,26 +26,34 @@ def _positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be >= 1, got {value}")
 
 
+_SPEND_BY_TASK = """
+SELECT o.task_id, any_value(o.trust_domain) AS trust_domain,
+       sum(o.cost_dollars) AS spent_dollars, count(*) AS steps,
+       count(*) FILTER (WHERE o.success) AS successful_steps,
+       min(o.occurred_at) AS first_at, max(o.occurred_at) AS last_at,
+       any_value(t.total_dollars) AS total_dollars,
+       any_value(t.success) AS task_success
+FROM outcomes o LEFT JOIN tasks t USING (task_id)
+{where}
+GROUP BY o.task_id
+ORDER BY spent_dollars DESC, o.task_id
+{limit}
+"""
+
+
 def spend_by_task(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str, Any]]:
     """Tasks by money spent on their steps, most first, with the task result once closed."""
     _positive("limit", limit)
-    return _dicts(
-        con.execute(
-            """
-            SELECT o.task_id, any_value(o.trust_domain) AS trust_domain,
-                   sum(o.cost_dollars) AS spent_dollars, count(*) AS steps,
-                   count(*) FILTER (WHERE o.success) AS successful_steps,
-                   min(o.occurred_at) AS first_at, max(o.occurred_at) AS last_at,
-                   any_value(t.total_dollars) AS total_dollars,
-                   any_value(t.success) AS task_success
-            FROM outcomes o LEFT JOIN tasks t USING (task_id)
-            GROUP BY o.task_id
-            ORDER BY spent_dollars DESC, o.task_id
-            LIMIT $limit
-            """,
-            {"limit": limit},
-        )
-    )
+    sql = _SPEND_BY_TASK.format(where="", limit="LIMIT $limit")
+    return _dicts(con.execute(sql, {"limit": limit}))
+
+
+def spend_of_tasks(
+    con: duckdb.DuckDBPyConnection, task_ids_sql: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``spend_by_task``'s rows, all of them, for the tasks the ``task_ids_sql`` query selects."""
+    sql = _SPEND_BY_TASK.format(where=f"WHERE o.task_id IN ({task_ids_sql})", limit="")
+    return _dicts(con.execute(sql, params))
 
 
 def spend_by_domain(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

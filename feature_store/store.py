@@ -23,7 +23,7 @@ from feature_store.errors import (
     StoreWriteError,
 )
 from feature_store.logged import LoggedStep
-from feature_store.rolling import RollingWindow, query_rolling_features
+from feature_store.rolling import RollingFeatures, RollingWindow
 from feature_store.schema import (
     DDL,
     SCHEMA_VERSION,
@@ -43,8 +43,9 @@ _TABLES = {
     "task_closed": "tasks",
 }
 
-# DuckDB's buffer pool caches table blocks up to 80% of the machine's memory by default, so a
-# long-running learner's RSS grows with the file; a cap keeps it flat (queries spill past it).
+# DuckDB's buffer pool caches table blocks up to 80% of the machine's memory by default; a cap
+# keeps a long-running process's RSS from growing with the file (queries spill past it). The
+# learner sets its own (LearnerSettings.feature_store_memory_limit).
 DEFAULT_MEMORY_LIMIT = "256MB"
 
 _LOGGED_SQL = """
@@ -61,9 +62,12 @@ WHERE ($since IS NULL OR d.occurred_at >= $since)
   AND ($trust_domain IS NULL OR d.trust_domain = $trust_domain)
   AND ($policy_version IS NULL OR d.policy_version = $policy_version)
 ORDER BY d.occurred_at, d.decision_id
+LIMIT $limit
 """
+NO_LIMIT = 2**62
 
 _LOGGED_COUNT_SQL = f"SELECT count(*) FROM ({_LOGGED_SQL})"
+_LOGGED_TASKS_SQL = f"SELECT DISTINCT task_id FROM ({_LOGGED_SQL})"
 
 
 class DuckDBFeatureStore:
@@ -79,6 +83,7 @@ class DuckDBFeatureStore:
     ) -> None:
         self.path = Path(path)
         self.window = window or RollingWindow()
+        self._rolling = RollingFeatures(self.window)
         self._lock = threading.Lock()
         try:
             if not read_only:
@@ -88,6 +93,10 @@ class DuckDBFeatureStore:
             )
         except (duckdb.IOException, OSError) as exc:
             raise StoreUnavailable(f"cannot open feature store {self.path}: {exc}") from exc
+        except duckdb.Error as exc:
+            raise FeatureStoreError(
+                f"cannot open feature store {self.path} with memory_limit {memory_limit!r}: {exc}"
+            ) from exc
         try:
             if not read_only:
                 self._con.execute(DDL)
@@ -208,7 +217,7 @@ class DuckDBFeatureStore:
     def rolling_features(self) -> list[RollingFeature]:
         """Per-(model, step_type, trust_domain) features over the last ``window`` outcomes."""
         with self._lock:
-            return query_rolling_features(self._con, self.window)
+            return self._rolling.update(self._con)
 
     def export_rolling_features(self, path: Path) -> int:
         """Write the rolling-feature snapshot (JSON) atomically; return how many keys it holds."""
@@ -222,8 +231,10 @@ class DuckDBFeatureStore:
         until: datetime | None,
         trust_domain: str | None,
         policy_version: str | None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
         return {
+            "limit": NO_LIMIT if limit is None else limit,
             "since": None if since is None else to_utc_naive(since),
             "until": None if until is None else to_utc_naive(until),
             "trust_domain": trust_domain,
@@ -243,13 +254,16 @@ class DuckDBFeatureStore:
         until: datetime | None = None,
         trust_domain: str | None = None,
         policy_version: str | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[LoggedStep]:
         """Decisions joined with their outcomes (and task success when closed), by time.
 
         ``since`` is inclusive, ``until`` exclusive; decisions without an outcome are left out.
+        With ``limit``, only the first ``limit`` of them.
         """
         with self._lock:
-            params = self._logged_params(since, until, trust_domain, policy_version)
+            params = self._logged_params(since, until, trust_domain, policy_version, limit)
             rows = self._con.execute(_LOGGED_SQL, params).fetchall()
         return [
             LoggedStep(
@@ -297,6 +311,20 @@ class DuckDBFeatureStore:
         """Tasks by money spent, most first."""
         with self._lock:
             return queries.spend_by_task(self._con, limit)
+
+    def spend_of_logged_tasks(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        trust_domain: str | None = None,
+        policy_version: str | None = None,
+        *,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """``spend_by_task``'s rows for the tasks with a step ``logged_steps`` would return."""
+        with self._lock:
+            params = self._logged_params(since, until, trust_domain, policy_version, limit)
+            return queries.spend_of_tasks(self._con, _LOGGED_TASKS_SQL, params)
 
     def spend_by_domain(self) -> list[dict[str, Any]]:
         """Money spent and success per trust domain."""

@@ -5,7 +5,8 @@ A *round* starts when the learner registers its current online model as a versio
 neither it nor the older champion has learned from. The round ends when the window holds
 ``register_every_steps`` steps with outcomes, or ``register_every_seconds`` have passed with at
 least one outcome learned: then the pending challenger goes through the promotion gate
-(:mod:`learner.promotion`) on the window, and the next round begins with a new registration.
+(:mod:`learner.promotion`) on the window (its first ``max_window_steps`` steps, so a round's
+replays stay bounded at any event rate), and the next round begins with a new registration.
 
 Day one: with an empty registry the learner's first publication registers the router's prior
 (version 1), which has learned from no logged step, so its window is every step logged so far;
@@ -25,6 +26,7 @@ store trouble never stops learning either: the round is retried ``RETRY_SECONDS`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -55,6 +57,7 @@ LEARNED_TAG = "learner.learned_steps"
 WINDOW_TAG = "learner.window_start"  # ISO 8601, or "all" for a model that learned no logged step
 EVERY_STEP = "all"
 RETRY_SECONDS = 30.0
+GATE_THRESHOLDS = [f for f in dataclasses.fields(GateConfig) if f.name != "enabled"]
 
 
 class LifecycleSettings(BaseSettings):
@@ -72,25 +75,35 @@ class LifecycleSettings(BaseSettings):
         description="shortest round once there is a champion: at high event rates, rounds of "
         "register_every_steps would each cost replays and MLflow writes every few seconds",
     )
-    margin: float = Field(0.01, description="reward gain's lower bound must reach this")
-    min_steps: int = Field(200, ge=0, description="logged steps the gate needs")
-    min_ess: float = Field(100.0, ge=0, description="effective sample size of both policies")
-    confidence: float = Field(0.95, gt=0, lt=1, description="of the gate's intervals")
-    quality_tolerance: float = Field(0.05, ge=0, description="quality drop allowed")
-    max_spend_ratio: float = Field(1.0, gt=0, description="spend per task / mean task cap")
+    # The gate's thresholds default to GateConfig's, which holds them in one place.
+    margin: float = Field(
+        GateConfig.margin, description="reward gain's lower bound must reach this"
+    )
+    min_steps: int = Field(GateConfig.min_steps, ge=0, description="logged steps the gate needs")
+    min_ess: float = Field(
+        GateConfig.min_ess, ge=0, description="effective sample size of both policies"
+    )
+    confidence: float = Field(
+        GateConfig.confidence, gt=0, lt=1, description="of the gate's intervals"
+    )
+    quality_tolerance: float = Field(
+        GateConfig.quality_tolerance, ge=0, description="quality drop allowed"
+    )
+    max_spend_ratio: float = Field(
+        GateConfig.max_spend_ratio, gt=0, description="spend per task / mean task cap"
+    )
+    max_window_steps: int = Field(
+        20_000,
+        gt=0,
+        description="logged steps a round's gate replays at most, the first of its window: at "
+        "high event rates a round's window would hold millions, each replayed by two models",
+    )
     lambda_per_dollar: float = Field(10.0, ge=0, description="reward = quality - this x dollars")
     task_cap: float = Field(1.0, gt=0, description="dollar cap of tasks whose cap is unknown")
 
     def gate_config(self) -> GateConfig:
-        return GateConfig(
-            enabled=self.auto_promote,
-            quality_tolerance=self.quality_tolerance,
-            min_ess=self.min_ess,
-            max_spend_ratio=self.max_spend_ratio,
-            margin=self.margin,
-            min_steps=self.min_steps,
-            confidence=self.confidence,
-        )
+        thresholds = {f.name: getattr(self, f.name) for f in GATE_THRESHOLDS}
+        return GateConfig(enabled=self.auto_promote, **thresholds)
 
 
 class ChampionLineage(Protocol):
@@ -109,6 +122,30 @@ class Pending:
     version: str
     window_start: datetime | None
     learned_steps: int
+
+
+class BundleCache:
+    """Registered bundles by version (a version never changes): each is downloaded once, and
+    the few versions a round compares (its challenger, the champion) are kept."""
+
+    def __init__(self, keep: int = 3) -> None:
+        self._keep = keep
+        self._bundles: dict[str, ModelBundle] = {}
+
+    def get(self, registry: ModelRegistry, version: str) -> ModelBundle:
+        """The bundle of ``version``, downloaded from ``registry`` if it is not kept."""
+        bundle = self._bundles.get(version)
+        if bundle is None:
+            bundle = registry.load_bundle(version)
+        self.put(version, bundle)
+        return bundle
+
+    def put(self, version: str, bundle: ModelBundle) -> None:
+        """Keep ``bundle`` as the most recently used; forget the least recently used."""
+        self._bundles.pop(version, None)
+        self._bundles[version] = bundle
+        while len(self._bundles) > self._keep:
+            del self._bundles[next(iter(self._bundles))]
 
 
 class AutoPromoter:
@@ -131,6 +168,7 @@ class AutoPromoter:
         self._lineage = lineage
         self._open_registry = open_registry
         self._registry: ModelRegistry | None = None  # opened by the first round, not at startup
+        self._bundles = BundleCache()
         self._clock = clock
         self._background = background
         self._worker: threading.Thread | None = None
@@ -235,7 +273,12 @@ class AutoPromoter:
                 steps = self._store.logged_step_count(since)
                 if steps < self._round_size() and not self._expired():
                     return  # outcomes learned so far were of steps decided before the round
-                window = logged_from_store(self._store, "the learner's feature store", since=since)
+                window = logged_from_store(
+                    self._store,
+                    "the learner's feature store",
+                    since=since,
+                    limit=self.lifecycle.max_window_steps,
+                )
                 if not self._gate(registry, self.pending, window):
                     return  # the champion moved from outside: champion_moved comes next
                 self.pending = None
@@ -284,19 +327,20 @@ class AutoPromoter:
     def _gate(self, registry: ModelRegistry, pending: Pending, data: LoggedData) -> bool:
         """Gate ``pending`` on ``data``; False (nothing decided) if the champion is not the
         one the learner descends from, i.e. it was moved from outside since it last looked."""
-        from learner.lifecycle import compare_with_champion
+        from learner.lifecycle import compare_versions
         from learner.ope import EvaluationError
 
         champion = registry.get_alias_version(CHAMPION)
         if champion != self._lineage.champion:
             return False
         try:
-            decision = compare_with_champion(
-                registry,
+            decision = compare_versions(
                 pending.version,
+                champion,
                 data,
                 self.lifecycle.lambda_per_dollar,
                 self.config,
+                bundle=functools.partial(self._bundles.get, registry),
                 task_cap=self.lifecycle.task_cap,
             ).decision
         except EvaluationError as exc:  # e.g. an invalid pmf: the sanity gate refuses it
@@ -336,6 +380,7 @@ class AutoPromoter:
             ("learner", at),
             LEARNER_SOURCE,
         )
+        self._bundles.put(version, bundle)  # the gate compares it next round: no download
         start = EVERY_STEP if window_start is None else window_start.isoformat()
         registry.tag_version(version, {LEARNED_TAG: str(learned), WINDOW_TAG: start})
         what = "the prior" if day_one else f"after {learned} learned steps"

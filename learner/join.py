@@ -20,7 +20,7 @@ signals, whatever the batch boundaries: this is what makes a restart from a chec
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +112,9 @@ class JoinBuffer:
         self.wait_for_task = wait_for_task
         self.watermark = float("-inf")
         self.stats: Counter[str] = Counter()
-        self._seen: dict[str, float] = {}
+        # Event ids in arrival order, pruned from the front: an OrderedDict, as a plain dict
+        # finds its first key in time that grows with the keys deleted before it.
+        self._seen: OrderedDict[str, float] = OrderedDict()
         self._decisions: dict[str, _Decision] = {}
         self._expired: dict[str, float] = {}
         self._early: dict[str, list[tuple[float, str]]] = {}
@@ -269,11 +271,8 @@ class JoinBuffer:
                 self._expired.pop(key, None)
         horizon = self.watermark - self.dedupe_window
         seen = self._seen
-        while seen:
-            oldest = next(iter(seen))
-            if seen[oldest] >= horizon:
-                break
-            del seen[oldest]
+        while seen and next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
 
     def _expire_decision(self, did: str, deadline: float, signals: list[Signal]) -> None:
         record = self._decisions.pop(did, None)
@@ -343,7 +342,7 @@ class JoinBuffer:
         watermark = state["watermark"]
         self.watermark = float("-inf") if watermark is None else watermark
         self.stats = Counter(state["stats"])
-        self._seen = dict((k, v) for k, v in state["seen"])
+        self._seen = OrderedDict((k, v) for k, v in state["seen"])
         self._decisions = {}
         for raw, joined in state["decisions"]:
             event = decode_event(raw.encode())

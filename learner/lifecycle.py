@@ -213,12 +213,12 @@ def logged_from_store(
     since: datetime | None = None,
     until: datetime | None = None,
     domain: str | None = None,
+    limit: int | None = None,
 ) -> LoggedData:
-    """Decisions joined with outcomes from an open store (the learner's own connection)."""
-    steps = store.logged_steps(since, until, domain)
-    tasks = store.spend_by_task(limit=2**31 - 1)
-    ids = {s.task_id for s in steps}
-    mine = [t for t in tasks if t["task_id"] in ids]
+    """Decisions joined with outcomes from an open store (the learner's own connection); with
+    ``limit``, the first ``limit`` of them."""
+    steps = store.logged_steps(since, until, domain, limit=limit)
+    mine = store.spend_of_logged_tasks(since, until, domain, limit=limit)
     caps = {t["task_id"]: float(t["total_dollars"]) for t in mine if t["total_dollars"]}
     window = (
         (min(t["first_at"] for t in mine).isoformat(), max(t["last_at"] for t in mine).isoformat())
@@ -527,16 +527,40 @@ def compare_with_champion(
     progress: Progress | None = None,
 ) -> Comparison:
     """Replay ``version`` and the champion on ``data`` and apply the promotion gate."""
-    champion = registry.get_alias_version(CHAMPION)
+    return compare_versions(
+        version,
+        registry.get_alias_version(CHAMPION),
+        data,
+        lam,
+        config,
+        bundle=registry.load_bundle,
+        task_cap=task_cap,
+        progress=progress,
+    )
+
+
+def compare_versions(
+    version: str,
+    champion: str | None,
+    data: LoggedData,
+    lam: float,
+    config: GateConfig,
+    *,
+    bundle: Callable[[str], ModelBundle],
+    task_cap: float = 1.0,
+    progress: Progress | None = None,
+) -> Comparison:
+    """:func:`compare_with_champion` with the champion's version already read and the bundles
+    coming from ``bundle`` (a registry's ``load_bundle``, or a cache of it)."""
     if not data.steps:
         reasons = [
             f"FAIL samples: no logged decisions to evaluate version {version} on "
             f"(minimum {config.min_steps})"
         ]
         return Comparison(version, champion, None, None, GateDecision(False, reasons))
-    models = [registry.load_bundle(version).policy_model()]
+    models = [bundle(version).policy_model()]
     if champion is not None and champion != version:
-        models.append(registry.load_bundle(champion).policy_model())
+        models.append(bundle(champion).policy_model())
     try:
         replays = gather_evidence(
             data.steps,

@@ -20,7 +20,7 @@ from typing import Any
 from feature_store.store import DuckDBFeatureStore
 from learner.auto_promotion import open_promoter
 from learner.checkpoint import atomic_write
-from learner.registry import RegistryError
+from learner.registry import ModelRegistry, RegistryError
 from learner.service import Learner, run_learner
 from learner.settings import LearnerSettings
 from learner.snapshots import SnapshotStore
@@ -35,6 +35,9 @@ from router_service.trust import TrustPolicies
 log = logging.getLogger(__name__)
 LINEAGE_FILE = "learner_lineage.json"
 CHAMPION_CHECK_SECONDS = 5.0
+ROLLING_EXPORT_SECONDS = 5.0
+"""How often the rolling features are exported for the routers (snapshots go out every
+publication): their means over the last outcomes of a key move little in a second."""
 
 
 def learner_settings(settings: Settings, bootstrap_servers: str) -> LearnerSettings:
@@ -62,6 +65,14 @@ class Lineage:
             saved = json.loads(self._path.read_text())
             self.base_version, self.champion = saved["base_version"], saved["champion"]
         self._checked_at = 0.0
+        self._registry: ModelRegistry | None = None
+
+    def _open_registry(self) -> ModelRegistry | None:
+        """The registry, opened once (an MLflow client costs more than the alias read);
+        None while there is none yet, so a later look opens the one created meanwhile."""
+        if self._registry is None:
+            self._registry = open_registry(self._settings)
+        return self._registry
 
     def moved_champion(self, force: bool = False) -> VWPolicyModel | None:
         """The champion's model if the alias moved since we last looked, else None."""
@@ -70,7 +81,7 @@ class Lineage:
             return None
         self._checked_at = now
         try:
-            registry = open_registry(self._settings)
+            registry = self._open_registry()
             if registry is None:
                 return None
             version = registry.get_alias_version("champion")
@@ -96,11 +107,12 @@ def publishing_hook(
     settings: Settings, store: DuckDBFeatureStore
 ) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
     """After model updates: follow the champion, run the lifecycle's rounds, write a snapshot,
-    export rolling features."""
+    export rolling features (every ``ROLLING_EXPORT_SECONDS``)."""
     lineage = Lineage(settings)
     promoter = open_promoter(settings, store, lineage)
     snapshots = SnapshotStore(settings.data_dir)
     rolling_path = rolling_features_path(settings.data_dir)
+    exported_at = float("-inf")
 
     def publish(
         get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int
@@ -113,7 +125,10 @@ def publishing_hook(
         model = get_bytes()  # one save for the round and the snapshot
         promoter.tick(lambda: model, allocator, learned)
         snapshots.write(model, lineage.base_version, allocator, learned)
-        store.export_rolling_features(rolling_path)
+        nonlocal exported_at
+        if time.monotonic() - exported_at >= ROLLING_EXPORT_SECONDS:
+            store.export_rolling_features(rolling_path)
+            exported_at = time.monotonic()
         return None
 
     return publish
@@ -124,7 +139,9 @@ def run_online_learner(
 ) -> Learner:
     """Learn from the events topic until ``stop`` is set."""
     config = learner_settings(settings, bootstrap_servers)
-    store = DuckDBFeatureStore(config.feature_store_path)
+    store = DuckDBFeatureStore(
+        config.feature_store_path, memory_limit=config.feature_store_memory_limit
+    )
     return run_learner(
         config,
         stop,

@@ -2,10 +2,11 @@
 
 Per batch polled from the events topic: decode each event (undecodable ones are dead-lettered),
 feed it to the :class:`~learner.join.JoinBuffer`, learn every step, correction and task result
-that becomes ready (in stream order, so the result does not depend on batch boundaries), write
-the batch to the feature store, flush the dead letters, then, every ``checkpoint_every_events``
-events or ``checkpoint_every_seconds`` (and whenever it catches up), write an atomic checkpoint
-and commit the offsets to the group. A restart resumes from the checkpoint alone: nothing is
+that becomes ready (in stream order, so the result does not depend on batch boundaries) and hand
+the batch to the feature store's writer thread (:mod:`learner.store_writer`); then, every
+``checkpoint_every_events`` events or ``checkpoint_every_seconds`` (and whenever it catches up),
+wait for the store writes, flush the dead letters, write an atomic checkpoint and commit the
+offsets to the group. A restart resumes from the checkpoint alone: nothing is
 lost and nothing learned twice.
 
 Offsets mean something only on the cluster that gave them. When the broker comes back as a
@@ -24,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from learner.allocator import BudgetAllocator
 from learner.checkpoint import Checkpoint, atomic_write, read_checkpoint, write_checkpoint
@@ -32,6 +33,7 @@ from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Re
 from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
 from learner.reward import RewardShaper
 from learner.settings import CheckpointError, LearnerSettings
+from learner.store_writer import BackgroundWriter, FeatureStore
 from learner.vw_model import LabeledExample, VWPolicyModel, example_text
 from router_service.events import AnyEvent, EventError, decode_event
 
@@ -41,12 +43,6 @@ STATUS_FILE = "learner_status.json"
 ModelUpdatedHook = Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]
 """Called with a getter of the model bytes, the allocator state and the events learned; may
 return a model to continue from instead (the champion, after a promotion or a rollback)."""
-
-
-class FeatureStore(Protocol):
-    """What the learner needs of the feature store: idempotent (by event_id) event writes."""
-
-    def write_events(self, events: Sequence[AnyEvent]) -> object: ...
 
 
 def _unit_weight(domain: str) -> float:
@@ -89,6 +85,7 @@ class Learner:
         self.settings = settings
         self.dead_letters = dead_letters
         self.store = store if store is not None else NoStore()
+        self._writer = BackgroundWriter(self.store)
         self.on_model_updated = on_model_updated
         self.shaper = RewardShaper(
             settings.task_credit_weight,
@@ -164,40 +161,49 @@ class Learner:
     # -- learning -------------------------------------------------------------------------
 
     def process(self, records: Sequence[Record], topic: str | None = None) -> None:
-        """Learn from one batch and write it to the store (no checkpoint here).
+        """Learn from one batch and hand it to the store writer (no checkpoint here).
 
         Rewards are computed as each signal arrives (stream order, so the allocator's prices
         are those of that moment); the VW updates of the batch then run in one call, in the
         same order, which gives the model bytes one ``learn`` per signal would.
         """
         events: list[AnyEvent] = []
+        positions, add = self.positions, self.join.add
         for record in records:
-            expected = self.positions.get(record.partition)
-            if expected is not None and record.offset < expected:
+            partition, offset, value = record
+            expected = positions.get(partition)
+            if expected is not None and offset < expected:
                 # The consumer fell back to an earlier offset: the log was replaced under it
                 # (our position was out of range). What follows is new; copies are deduped.
                 self.counters["log_rewinds"] += 1
-            self.positions[record.partition] = record.offset + 1
-            self.counters["consumed"] += 1
-            self._dirty += 1
-            source = {"topic": topic or self.settings.topic, "partition": record.partition}
-            source["offset"] = record.offset
-            if record.value is None:
-                self._dead_letter("", "empty message (no value)", source)
+            positions[partition] = offset + 1
+            if value is None:
+                self._dead_letter("", "empty message (no value)", self._source(record, topic))
                 continue
             try:
-                event = decode_event(record.value)
+                event = decode_event(value)
             except EventError as exc:
-                self._dead_letter(record.value.decode(errors="replace"), exc.reason, source)
+                payload = value.decode(errors="replace")
+                self._dead_letter(payload, exc.reason, self._source(record, topic))
                 continue
             events.append(event)
-            for signal in self.join.add(event, record.value.decode()):
+            for signal in add(event, value.decode()):
                 self._apply(signal)
+        self.counters["consumed"] += len(records)
+        self._dirty += len(records)
         if self._examples:
             self.model.learn_lines(self._examples)
             self._examples = []
         if events:
-            self.store.write_events(events)
+            self._writer.write_events(events)
+
+    def _source(self, record: Record, topic: str | None) -> dict[str, Any]:
+        """Where a dead-lettered message came from."""
+        return {
+            "topic": topic or self.settings.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+        }
 
     def _apply(self, signal: Signal) -> None:
         if isinstance(signal, LearnStep):
@@ -242,7 +248,9 @@ class Learner:
     # -- checkpoints, status, publication --------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        """Write the checkpoint now (dead letters flushed first, so none is lost)."""
+        """Write the checkpoint now (store writes and dead letters flushed first, so no event
+        it counts is missing from them)."""
+        self._writer.flush()
         self.dead_letters.flush()
         checkpoint = Checkpoint(
             model=self.model.to_bytes(),
@@ -288,6 +296,10 @@ class Learner:
             if consumer is not None:
                 self.lag = consumer.lag(self.positions)
             self.write_status()
+
+    def close(self) -> None:
+        """Finish the store writes handed over and stop the writer thread."""
+        self._writer.close()
 
     def status(self) -> dict[str, Any]:
         """Counters, lag, lambdas, model snapshot counter and positions, as JSON-able data."""
@@ -377,7 +389,9 @@ def default_store(settings: LearnerSettings) -> FeatureStore:
     except ImportError:
         log.warning("feature_store.store is not available; events are not stored")
         return NoStore()
-    return DuckDBFeatureStore(settings.feature_store_path)  # type: ignore[no-any-return]
+    return DuckDBFeatureStore(  # type: ignore[no-any-return]
+        settings.feature_store_path, memory_limit=settings.feature_store_memory_limit
+    )
 
 
 def run_learner(
@@ -410,6 +424,7 @@ def run_learner(
     finally:
         consumer.close()
         dead_letters.close()
+        learner.close()
         close = getattr(learner.store, "close", None)
         if callable(close):
             close()

@@ -50,8 +50,14 @@ class LearnerSettings(BaseSettings):
     lambda_step: float = Field(0.5, ge=0)
     spend_target_ratio: float = Field(0.8, gt=0, le=1)
 
+    # DuckDB's buffer pool caches table blocks up to 80% of the machine's memory by default,
+    # so a long-running learner's RSS would grow with the file; queries spill past the cap.
+    feature_store_memory_limit: str = Field(
+        "256MB", description="DuckDB memory_limit of the learner's feature store, e.g. 1GB"
+    )
+
     # Checkpoints, status and model publication.
-    checkpoint_every_events: int = Field(5_000, gt=0)
+    checkpoint_every_events: int = Field(50_000, gt=0)
     checkpoint_every_seconds: float = Field(5.0, gt=0)
     status_every_seconds: float = Field(1.0, gt=0)
     publish_interval_seconds: float = Field(1.0, ge=0)

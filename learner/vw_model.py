@@ -71,31 +71,38 @@ def namespace_text(namespaces: Namespaces) -> str:
     """The VW text of one example line's features (without label or ``shared``)."""
     parts = []
     for name, features in namespaces.items():
-        letter = NAMESPACE_LETTERS.get(name)
-        if letter is None:
-            raise ValueError(f"unknown feature namespace {name!r}")
         if name in CACHED_NAMESPACES:
-            parts.append(_cached_text(letter, tuple(features.items())))
+            parts.append(_cached_text(name, tuple(features.items())))
         else:
-            parts.append(_features_text(letter, features.items()))
+            parts.append(_features_text(_letter(name), features.items()))
     return " ".join(parts)
 
 
+def _letter(name: str) -> str:
+    letter = NAMESPACE_LETTERS.get(name)
+    if letter is None:
+        raise ValueError(f"unknown feature namespace {name!r}")
+    return letter
+
+
 @functools.lru_cache(maxsize=4_096)
-def _cached_text(letter: str, features: tuple[tuple[str, FeatureValue], ...]) -> str:
+def _cached_text(name: str, features: tuple[tuple[str, FeatureValue], ...]) -> str:
     """A namespace of ``CACHED_NAMESPACES``.
 
     The others (costs, token counts, prompt n-grams) are rendered afresh: caching them would
     fill the cache and the collector's young generation with keys never seen again.
     """
-    return _features_text(letter, features)
+    return _features_text(_letter(name), features)
 
 
 def _features_text(letter: str, features: Iterable[tuple[str, FeatureValue]]) -> str:
     """One namespace's text."""
     items = []
     for key, value in features:
-        if isinstance(value, str):
+        if value.__class__ is float:  # the common case first: weighted features
+            if value != 0 and math.isfinite(value):
+                items.append(f"{_token(key)}:{value:.6g}")
+        elif isinstance(value, str):
             items.append(f"{_token(key)}={_token(value)}")
         elif isinstance(value, bool):
             if value:
@@ -132,10 +139,14 @@ class LabeledExample(NamedTuple):
 
 def example_text(example: LabeledExample) -> str:
     """The example's labelled ``example_lines`` as one string, as VW's parser takes it."""
-    if not 0 < example.probability <= 1:
-        raise ValueError(f"probability must be in (0, 1], got {example.probability}")
-    label = (example.chosen, example.cost, example.probability)
-    return "\n".join(example_lines(example.shared, example.actions, label)).strip()
+    shared, actions, chosen, cost, probability = example
+    if not 0 < probability <= 1:
+        raise ValueError(f"probability must be in (0, 1], got {probability}")
+    lines = [namespace_text(action) for action in actions]
+    if not 0 <= chosen < len(lines):
+        raise ValueError(f"chosen index {chosen} is out of range for {len(lines)} actions")
+    lines[chosen] = f"0:{cost:.6g}:{probability:.6g} " + lines[chosen]
+    return ("shared " + namespace_text(shared) + "\n" + "\n".join(lines)).strip()
 
 
 class VWPolicyModel:

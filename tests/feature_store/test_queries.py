@@ -98,3 +98,21 @@ def test_recent_decisions_newest_first_with_search(store: DuckDBFeatureStore) ->
 def test_invalid_arguments_name_the_parameter(store: DuckDBFeatureStore, call, match) -> None:
     with pytest.raises(ValueError, match=match):
         call(store)
+
+
+def test_spend_of_logged_tasks_keeps_the_tasks_with_a_step_in_the_window(
+    store: DuckDBFeatureStore,
+) -> None:
+    every = {r["task_id"]: r for r in store.spend_by_task(limit=10)}
+    assert store.spend_of_logged_tasks() == [every["ta"], every["tb"]]
+    assert store.spend_of_logged_tasks(trust_domain="legal") == [every["tb"]]
+    later = store.spend_of_logged_tasks(since=EPOCH + timedelta(minutes=5))
+    assert later == [every["ta"], every["tb"]], "a task counts whole once one step is in"
+    assert store.spend_of_logged_tasks(since=EPOCH + timedelta(minutes=11)) == [every["tb"]]
+    assert store.spend_of_logged_tasks(until=EPOCH) == []
+
+
+def test_a_limit_keeps_the_first_logged_steps_and_their_tasks(store: DuckDBFeatureStore) -> None:
+    assert [s.decision_id for s in store.logged_steps(limit=2)] == ["a1", "a2"]
+    assert [t["task_id"] for t in store.spend_of_logged_tasks(limit=2)] == ["ta"]
+    assert len(store.logged_steps()) == 3

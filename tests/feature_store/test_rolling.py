@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from feature_store.examples import EPOCH, decision_event, outcome_event
+from feature_store.memory import InMemoryFeatureStore
 from feature_store.rolling import RollingWindow
 from feature_store.snapshot import load_rolling_snapshot
 from feature_store.store import DuckDBFeatureStore
@@ -77,3 +78,20 @@ def test_empty_store_has_no_features(tmp_path: Path) -> None:
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rolling window outcomes must be >= 1, got 0"):
         RollingWindow(0)
+
+
+def test_features_brought_up_to_date_batch_by_batch_equal_a_fresh_computation(
+    tmp_path: Path,
+) -> None:
+    path, window = tmp_path / "f.duckdb", RollingWindow(3)
+    memory = InMemoryFeatureStore(window=window)
+    with DuckDBFeatureStore(path, window=window) as store:
+        for event in _stream()[::-1]:  # older outcomes arrive later: they must not displace
+            store.write_events([event])
+            memory.write_events([event])
+            live = store.rolling_features()
+            assert live == memory.rolling_features()
+    with DuckDBFeatureStore(path, window=window) as reopened:
+        assert reopened.rolling_features() == live
+    small = {f.key: f for f in live}["small-model", "planning", "eng"]
+    assert (small.n, small.n_total) == (3, 4)

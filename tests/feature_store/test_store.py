@@ -199,3 +199,8 @@ def test_logged_step_count_counts_what_logged_steps_returns(db: Path) -> None:
         for since in (None, times[len(times) // 2], times[-1] + timedelta(seconds=1)):
             assert store.logged_step_count(since) == len(store.logged_steps(since))
         assert 0 < store.logged_step_count(times[len(times) // 2]) < store.logged_step_count()
+
+
+def test_a_bad_memory_limit_fails_naming_it(db: Path) -> None:
+    with pytest.raises(FeatureStoreError, match="memory_limit 'lots'"):
+        DuckDBFeatureStore(db, memory_limit="lots")

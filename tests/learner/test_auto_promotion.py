@@ -12,7 +12,9 @@ import pytest
 
 from feature_store.examples import MODELS, decision_event, outcome_event
 from feature_store.store import DuckDBFeatureStore
-from learner.auto_promotion import WINDOW_TAG, AutoPromoter, LifecycleSettings
+from learner.auto_promotion import GATE_THRESHOLDS, WINDOW_TAG, AutoPromoter, LifecycleSettings
+from learner.model_bundle import ModelBundle
+from learner.promotion import GateConfig
 from learner.registry import CHALLENGER, CHAMPION, ModelRegistry
 from learner.vw_model import ExplorationSpec, VWPolicyModel
 from router_service.settings import Settings
@@ -86,7 +88,7 @@ def models() -> tuple[bytes, bytes]:
 Parts = tuple[AutoPromoter, ModelRegistry, Log, Clock, Lineage]
 
 
-def build(settings: Settings, store: DuckDBFeatureStore) -> Parts:
+def build(settings: Settings, store: DuckDBFeatureStore, **lifecycle_overrides: int) -> Parts:
     registry = ModelRegistry.embedded(settings.data_dir)
     lifecycle = LifecycleSettings(
         register_every_steps=100,
@@ -94,6 +96,7 @@ def build(settings: Settings, store: DuckDBFeatureStore) -> Parts:
         min_round_seconds=0,
         min_steps=80,
         min_ess=10,
+        **lifecycle_overrides,  # type: ignore[arg-type]
     )
     clock, lineage = Clock(), Lineage()
     promoter = AutoPromoter(
@@ -210,3 +213,61 @@ def test_with_a_champion_a_full_window_waits_for_the_shortest_round(tmp_path: Pa
         assert not promoter.due(500), "a full window, but only 0 s into the round"
         clock.now += 60
         assert promoter.due(100) and not promoter.due(99)
+
+
+def test_lifecycle_settings_hold_every_gate_threshold_with_the_gate_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert LifecycleSettings().gate_config() == GateConfig()
+    assert {f.name for f in GATE_THRESHOLDS} <= set(LifecycleSettings.model_fields)
+    monkeypatch.setenv("BUDGET_ROUTER_LIFECYCLE_MIN_ESS", "7")
+    monkeypatch.setenv("BUDGET_ROUTER_LIFECYCLE_AUTO_PROMOTE", "false")
+    assert LifecycleSettings().gate_config() == GateConfig(enabled=False, min_ess=7.0)
+
+
+def test_rounds_read_the_champion_once_and_download_no_bundle_they_registered(
+    parts: Parts, models: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    promoter, registry, log, _, _ = parts
+    bad, good = models
+    reads: list[str] = []
+    downloads: list[str] = []
+    read_alias, load_bundle = registry.get_alias_version, registry.load_bundle
+
+    def counted_read(alias: str) -> str | None:
+        reads.append(alias)
+        return read_alias(alias)
+
+    def counted_load(version: str) -> ModelBundle:
+        downloads.append(version)
+        return load_bundle(version)
+
+    monkeypatch.setattr(registry, "get_alias_version", counted_read)
+    monkeypatch.setattr(registry, "load_bundle", counted_load)
+    promoter.tick(lambda: bad, {}, learned=1)
+    champion_reads = []
+    for learned in (130, 260, 390):
+        log.steps(120)
+        reads.clear()
+        promoter.tick(lambda: good, {}, learned=learned)
+        champion_reads.append(reads.count(CHAMPION))
+    assert [registry.version_tags(v)["gate.outcome"] for v in "123"] == [
+        "promoted",
+        "promoted",
+        "refused",
+    ]
+    # The gate reads the alias once; a promotion reads it again to record what it replaces.
+    assert champion_reads == [2, 2, 1]
+    assert downloads == [], "every version was registered by this promoter: none is downloaded"
+
+
+def test_a_round_replays_at_most_max_window_steps_of_its_window(
+    tmp_path: Path, models: tuple[bytes, bytes]
+) -> None:
+    with DuckDBFeatureStore(tmp_path / "features.duckdb") as store:
+        settings = Settings(data_dir=tmp_path / "var")
+        promoter, registry, log, _, _ = build(settings, store, max_window_steps=90)
+        log.steps(120)
+        promoter.tick(lambda: models[1], {}, learned=120)
+    reasons = registry.version_tags("1")["gate.reasons"]
+    assert "samples: 90 logged steps" in reasons, reasons

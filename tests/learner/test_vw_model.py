@@ -69,3 +69,17 @@ def test_learn_many_gives_the_model_bytes_of_one_learn_per_example() -> None:
 def test_example_text_rejects_impossible_probability() -> None:
     with pytest.raises(ValueError, match=r"probability must be in \(0, 1\], got 1.5"):
         example_text(LabeledExample({"step": {"k": "x"}}, [{"model": {"id": "a"}}], 0, 0.0, 1.5))
+
+
+def test_example_text_is_the_labelled_example_lines() -> None:
+    shared = {"step": {"kind": "control", "log_in": 0.4, "n": 3, "inf": float("inf")}}
+    actions = [{"model": {"id": "a"}, "cost": {"log_cost": -0.5}}, {"model": {"id": "b"}}]
+    text = example_text(LabeledExample(shared, actions, 1, -0.25, 0.5))
+    assert text == "\n".join(example_lines(shared, actions, (1, -0.25, 0.5)))
+    assert text.splitlines()[0] == "shared |s kind=control log_in:0.4 n:3"
+
+
+@pytest.mark.parametrize("chosen", [2, -1])
+def test_example_text_rejects_a_chosen_index_out_of_range(chosen: int) -> None:
+    with pytest.raises(ValueError, match=f"chosen index {chosen} is out of range for 1 actions"):
+        example_text(LabeledExample({"step": {"k": "x"}}, [{"model": {"id": "a"}}], chosen, 0, 1))

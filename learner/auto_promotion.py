@@ -92,6 +92,13 @@ class LifecycleSettings(BaseSettings):
     max_spend_ratio: float = Field(
         GateConfig.max_spend_ratio, gt=0, description="spend per task / mean task cap"
     )
+    max_defer_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="how long a due round may wait while the learner is behind the stream: "
+        "catching up (a fresher served policy) goes first, the round's replays and MLflow "
+        "writes after",
+    )
     max_window_steps: int = Field(
         20_000,
         gt=0,
@@ -178,6 +185,7 @@ class AutoPromoter:
         self._first = True
         self._round_learned = 0
         self._round_started = clock()
+        self._deferred_since: float | None = None
 
     def _open(self) -> ModelRegistry:
         """Open (on day one, create) the registry and resume the round a restart interrupted;
@@ -236,13 +244,20 @@ class AutoPromoter:
         """Whether a round is being worked on in the background right now."""
         return self._worker is not None and self._worker.is_alive()
 
-    def tick(self, get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int) -> None:
+    def tick(
+        self,
+        get_bytes: Callable[[], bytes],
+        allocator: dict[str, Any],
+        learned: int,
+        behind: bool = False,
+    ) -> None:
         """End the round if it is due: gate the pending challenger, register the next one.
 
         The work (replays, MLflow writes: seconds) runs on a background thread with a copy of
-        the model, so the learner keeps polling its consumer group meanwhile.
+        the model, so the learner keeps polling its consumer group meanwhile. While the learner
+        is ``behind`` the stream, a due round waits, up to ``max_defer_seconds``.
         """
-        if self.busy or not self.due(learned):
+        if self.busy or not self.due(learned) or self._defer(behind):
             return
         model, allocator = get_bytes(), dict(allocator)
         if not self._background:
@@ -253,6 +268,15 @@ class AutoPromoter:
         )
         self._worker.daemon = True
         self._worker.start()
+
+    def _defer(self, behind: bool) -> bool:
+        """Whether a due round waits for the learner to catch up (not longer than the limit)."""
+        if not behind:
+            self._deferred_since = None
+            return False
+        if self._deferred_since is None:
+            self._deferred_since = self._clock()
+        return self._clock() - self._deferred_since < self.lifecycle.max_defer_seconds
 
     def _round(self, model: bytes, allocator: dict[str, Any], learned: int) -> None:
         # learner.lifecycle brings scipy and pyarrow: imported here, off the learner's start-up

@@ -105,7 +105,7 @@ class Lineage:
 
 def publishing_hook(
     settings: Settings, store: DuckDBFeatureStore
-) -> Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]:
+) -> Callable[[Callable[[], bytes], dict[str, Any], int, bool], VWPolicyModel | None]:
     """After model updates: follow the champion, run the lifecycle's rounds, write a snapshot,
     export rolling features (every ``ROLLING_EXPORT_SECONDS``)."""
     lineage = Lineage(settings)
@@ -115,7 +115,7 @@ def publishing_hook(
     exported_at = float("-inf")
 
     def publish(
-        get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int
+        get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int, behind: bool
     ) -> VWPolicyModel | None:
         busy = promoter.busy  # a round may be moving the champion: look again afterwards
         champion = None if busy else lineage.moved_champion(force=promoter.due(learned))
@@ -123,7 +123,7 @@ def publishing_hook(
             promoter.champion_moved(learned)
             return champion
         model = get_bytes()  # one save for the round and the snapshot
-        promoter.tick(lambda: model, allocator, learned)
+        promoter.tick(lambda: model, allocator, learned, behind)
         snapshots.write(model, lineage.base_version, allocator, learned)
         nonlocal exported_at
         if time.monotonic() - exported_at >= ROLLING_EXPORT_SECONDS:

@@ -39,10 +39,13 @@ from router_service.events import AnyEvent, EventError, decode_event
 
 log = logging.getLogger(__name__)
 STATUS_FILE = "learner_status.json"
+# Events waiting in the topic past which the learner counts as catching up (a few polls' worth).
+BEHIND_EVENTS = 10_000
 
-ModelUpdatedHook = Callable[[Callable[[], bytes], dict[str, Any], int], VWPolicyModel | None]
-"""Called with a getter of the model bytes, the allocator state and the events learned; may
-return a model to continue from instead (the champion, after a promotion or a rollback)."""
+ModelUpdatedHook = Callable[[Callable[[], bytes], dict[str, Any], int, bool], VWPolicyModel | None]
+"""Called with a getter of the model bytes, the allocator state, the events learned and whether
+the learner is behind the stream; may return a model to continue from instead (the champion,
+after a promotion or a rollback)."""
 
 
 def _unit_weight(domain: str) -> float:
@@ -287,7 +290,10 @@ class Learner:
             self._published_updates = self.counters["model_updates"]
             self._last_publish = now
             replacement = self.on_model_updated(
-                self.model.to_bytes, self.allocator.to_state(), self.counters["learned_steps"]
+                self.model.to_bytes,
+                self.allocator.to_state(),
+                self.counters["learned_steps"],
+                (self.lag or 0) > BEHIND_EVENTS,
             )
             if replacement is not None:
                 self.model = replacement

@@ -271,3 +271,24 @@ def test_a_round_replays_at_most_max_window_steps_of_its_window(
         promoter.tick(lambda: models[1], {}, learned=120)
     reasons = registry.version_tags("1")["gate.reasons"]
     assert "samples: 90 logged steps" in reasons, reasons
+
+
+def test_a_due_round_waits_while_the_learner_is_behind_up_to_its_limit(parts: Parts) -> None:
+    promoter, registry, _, clock, _ = parts
+    promoter.lifecycle = promoter.lifecycle.model_copy(update={"max_defer_seconds": 60})
+    promoter.tick(lambda: b"model", {}, learned=1, behind=True)
+    assert registry.get_alias_version(CHALLENGER) is None, "catching up goes first"
+    clock.now += 59
+    promoter.tick(lambda: b"model", {}, learned=2, behind=True)
+    assert registry.get_alias_version(CHALLENGER) is None
+    clock.now += 1
+    promoter.tick(lambda: b"model", {}, learned=3, behind=True)
+    assert registry.get_alias_version(CHALLENGER) == "1", "not longer than max_defer_seconds"
+
+
+def test_a_round_deferred_while_behind_runs_once_caught_up(parts: Parts) -> None:
+    promoter, registry, _, _, _ = parts
+    promoter.tick(lambda: b"model", {}, learned=1, behind=True)
+    assert registry.get_alias_version(CHALLENGER) is None
+    promoter.tick(lambda: b"model", {}, learned=2, behind=False)
+    assert registry.get_alias_version(CHALLENGER) == "1"

@@ -125,7 +125,7 @@ def test_events_change_the_model_and_bad_ones_reach_the_dead_letter_topic(
         kwargs={
             "router_settings": router_settings(),
             "store": NoStore(),
-            "on_model_updated": lambda get, state, n: published.append((get(), state, n)),
+            "on_model_updated": lambda get, state, n, behind: published.append((get(), state, n)),
         },
     )
     thread.start()

@@ -273,6 +273,8 @@ class Learner:
     def after_batch(self, consumer: EventConsumer | None, idle: bool) -> None:
         """Checkpoint, commit, publish and write the status when they are due."""
         now = time.monotonic()
+        if consumer is not None:
+            self.lag = consumer.lag(self.positions)  # from the fetches' high watermarks: cheap
         due = self._dirty >= self.settings.checkpoint_every_events or (
             self._dirty > 0
             and (idle or now - self._last_checkpoint >= self.settings.checkpoint_every_seconds)
@@ -299,8 +301,6 @@ class Learner:
                 self.model = replacement
                 self._dirty += 1
         if due or now - self._last_status >= self.settings.status_every_seconds:
-            if consumer is not None:
-                self.lag = consumer.lag(self.positions)
             self.write_status()
 
     def close(self) -> None:

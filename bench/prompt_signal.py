@@ -92,6 +92,10 @@ class Frame:
         return cls(min(points), min(c for c, _ in points), max(c for c, _ in points))
 
 
+def length_matrix(prompts: list[str]) -> np.ndarray:
+    return np.array([[np.log1p(len(p.split())) / 10] for p in prompts])
+
+
 def ngram_matrix(prompts: list[str]) -> np.ndarray:
     rows = np.zeros((len(prompts), CONTENT_BUCKETS))
     for i, prompt in enumerate(prompts):
@@ -116,7 +120,7 @@ def measure(dataset: RoutingDataset, seed: int) -> list[str]:
     frame = Frame.of(dataset, rows)
     rule = [frame.cheapest, *[(p.cost, p.accuracy) for p in per_eval_curve(dataset, rows)]]
     rule_aiq = aiq(rule, frame.low, frame.high)
-    features = {"hashed n-grams": ngram_matrix}
+    features = {"prompt length (log words)": length_matrix, "hashed n-grams": ngram_matrix}
     features |= {f"wordllama, {d} dims": embedding_matrix(d) for d in EMBEDDING_DIMS}
     lines = [
         f"{dataset.name}: per-eval rule AIQ {rule_aiq:.4f}.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -140,6 +141,13 @@ class Settings(BaseSettings):
     @classmethod
     def _known_store(cls, uri: str | None) -> str | None:
         return None if uri is None else check_ledger_uri(uri)
+
+    @field_validator("prompt_embedding")
+    @classmethod
+    def _embedder_installed(cls, kind: str) -> str:
+        if kind == "wordllama" and find_spec("wordllama") is None:
+            raise ValueError("wordllama is not installed (install budget-router[embed])")
+        return kind
 
     @field_validator("prompt_embedding_dims")
     @classmethod

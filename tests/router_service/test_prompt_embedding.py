@@ -130,6 +130,13 @@ def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
         prompt_embedder("wordllama", 64)
 
 
+def test_settings_refuse_the_setting_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("router_service.settings.find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"prompt_embedding[\s\S]*install budget-router\[embed\]"):
+        Settings(prompt_embedding="wordllama")
+    assert Settings().prompt_embedding == "none"
+
+
 def test_setting_reads_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUDGET_ROUTER_PROMPT_EMBEDDING", "wordllama")
     monkeypatch.setenv("BUDGET_ROUTER_PROMPT_EMBEDDING_DIMS", "128")

@@ -57,8 +57,9 @@ class PromptEmbedder:
         model = package.WordLlama.load(
             trunc_dim=dims,
             disable_download=True,
-            # The package's own folder as the cache: 0.4.0 looks for its shipped tokenizer
-            # under ``tokenizer/`` in the package but under ``tokenizers/`` in a cache folder.
+            # The package's own folder as the cache: 0.4.0.post1 looks for its tokenizer under
+            # ``tokenizer/`` in the package (the wheel ships it in ``tokenizers/``) and would
+            # download it, but under ``tokenizers/`` in a cache folder.
             cache_dir=Path(package.__file__).parent,
         )
         tokenizer = model.tokenizer

@@ -52,13 +52,14 @@ from router_service.features import (
     shared_features,
 )
 from router_service.policy import cap_exploration
+from router_service.prompt_embedding import EMBEDDING_DIMS, PromptEmbedder
 from router_service.schemas import Signals, Step
 
 TRUST_DOMAIN = "bench"
 TASK_DOLLARS = 0.10
 MAX_EXPLORATION = 0.1  # the default trust domain's cap, which "bench" falls back to
 EXPLORATION = ExplorationSpec("epsilon", 0.01)
-LEARNING = "--cb_type mtr -l 0.05"
+LEARNING = "--cb_type mtr -l 0.02"
 LOG_ROUNDS = 8  # times each train prompt is logged under the uniform logging policy
 PROPENSITY_FLOOR = 0.05  # the learner's default floor on logged propensities
 # The price of a dollar: 0 (quality only), then 0.25 to 16 in steps of sqrt(2).
@@ -82,6 +83,7 @@ class Config:
     live_datasets: tuple[str, ...] = ("routerbench", "mmlu_pro")
     log_rounds: int = LOG_ROUNDS
     content: bool = True
+    prompt_embedding_dims: int | None = None  # the router's BUDGET_ROUTER_PROMPT_EMBEDDING
 
     @classmethod
     def quick_run(cls) -> Config:
@@ -108,9 +110,12 @@ class Point:
 class Features:
     """The router's own features for a benchmark prompt (step, task, signals, context, models)."""
 
-    def __init__(self, dataset: RoutingDataset, content: bool = True) -> None:
+    def __init__(
+        self, dataset: RoutingDataset, content: bool = True, embedder: PromptEmbedder | None = None
+    ) -> None:
         self.dataset = dataset
         self.content = content
+        self.embedder = embedder
         self.specs = {e["id"]: ModelSpec.model_validate(e) for e in dataset.catalog}
         self._cache: dict[tuple[int, int], tuple[Namespaces, list[Namespaces]]] = {}
 
@@ -142,6 +147,7 @@ class Features:
             tags={},
             context={"eval": table.eval_names[row]},
             prompt=table.prompts[row] if self.content else None,
+            embedder=self.embedder,
         )
         actions = []
         for model in table.models:
@@ -425,6 +431,7 @@ def live_run(
         extra_env={
             **LOADED_MACHINE_ENV,
             "BUDGET_ROUTER_LEARNER_SPEND_TARGET_RATIO": repr(spend_target(dataset) / TASK_DOLLARS),
+            **prompt_embedding_env(config),
         },
     )
     test, tokens = dataset.test, dataset.input_tokens(dataset.test)
@@ -463,6 +470,16 @@ def live_run(
         "final_lambdas": status.get("lambdas"),
     }
     return {"point": point}
+
+
+def prompt_embedding_env(config: Config) -> dict[str, str]:
+    """The router's settings for the run's prompt embedding, if it has one."""
+    if config.prompt_embedding_dims is None:
+        return {}
+    return {
+        "BUDGET_ROUTER_PROMPT_EMBEDDING": "wordllama",
+        "BUDGET_ROUTER_PROMPT_EMBEDDING_DIMS": str(config.prompt_embedding_dims),
+    }
 
 
 def _serve_one(
@@ -552,7 +569,9 @@ def run_dataset(dataset: RoutingDataset, config: Config, work: Path) -> dict[str
         train_rows = train_rows[: config.train_rows]
     if config.test_rows is not None:
         rows = rows[: config.test_rows]
-    features = Features(dataset, config.content)
+    dims = config.prompt_embedding_dims
+    embedder = PromptEmbedder.wordllama(dims) if dims else None
+    features = Features(dataset, config.content, embedder)
     singles = baselines(dataset, rows)
     routellm = routellm_curve(dataset, rows)
     per_eval = per_eval_curve(dataset, rows)
@@ -692,6 +711,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--datasets", default="routerbench,mmlu_pro", help="comma-separated: routerbench,mmlu_pro"
     )
+    parser.add_argument(
+        "--prompt-embedding",
+        type=int,
+        choices=EMBEDDING_DIMS,
+        help="also embed prompts with wordllama at these dimensions (the embed extra)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     loaders = {"routerbench": routerbench, "mmlu_pro": mmlu_pro}
     names = args.datasets.split(",")
@@ -702,6 +727,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = Config(**{**asdict(config), "seed": args.seed})
     if args.replay_only:
         config = Config(**{**asdict(config), "live_datasets": ()})
+    config = Config(**{**asdict(config), "prompt_embedding_dims": args.prompt_embedding})
     argv_used = sys.argv[1:] if argv is None else argv
     meta = {
         "command": shlex.join(["python", "-m", "bench.routing_quality", *argv_used]),
@@ -713,6 +739,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "task_dollars": TASK_DOLLARS,
         "exploration": f"epsilon-greedy {EXPLORATION.epsilon}, capped at {MAX_EXPLORATION}",
         "log_rounds": config.log_rounds,
+        "prompt_embedding_dims": config.prompt_embedding_dims,
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
@@ -802,6 +829,9 @@ def render(document: dict[str, Any], out: Path) -> str:
         f"- Date: {meta['date']}; wall time {meta['wall_s']} s",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['python']} on {m['os']}, load {m['load']}",
         f"- Seed: {meta['seed']} (prompt order, logging policy, VW, the router's sampling)",
+        f"- Prompt embedding: wordllama, {meta['prompt_embedding_dims']} dimensions"
+        if meta.get("prompt_embedding_dims")
+        else "- Prompt embedding: none (the default)",
         "",
         "## Protocol",
         "",

@@ -102,6 +102,7 @@ def decide(
         prompt=request.prompt,
         client_features=request.features,
         embedding=request.embedding,
+        embedder=state.prompt_embedder,
     )
     decision_id = f"dec_{new_event_id()}"
     with state.ledger.transaction(task.task_id) as txn:

@@ -1,9 +1,11 @@
 """Routing features: what VW sees of a step (shared) and of each candidate model (action).
 
 A step may carry what its prompt asks: the text (turned here into word uni- and bigrams hashed
-into a few buckets, namespace ``content``), a client's own named features (``client``) or an
-embedding (``embedding``). VW crosses each with the model namespace, so it learns which model
-suits which kind of request. Only hashes reach the events, never the words.
+into a few buckets, namespace ``content``, and, when a local model is configured, its
+embedding ``p0``, ``p1``... in namespace ``embedding``), a client's own named features
+(``client``) or the client's embedding (``e0``, ``e1``... in ``embedding``). VW crosses each
+with the model namespace, so it learns which model suits which kind of request. Only bucket
+counts and embeddings reach the events, never the words.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from learner.vw_model import Namespaces
 from router_service.catalog import ModelSpec
+from router_service.prompt_embedding import PromptEmbedder
 from router_service.schemas import Signals, Step
 
 # The ask of a prompt usually comes last (after system text and examples): keep its tail.
@@ -60,15 +63,24 @@ def request_features(
     prompt: str | None,
     client_features: Mapping[str, float] | None,
     embedding: Sequence[float] | None,
+    embedder: PromptEmbedder | None = None,
 ) -> dict[str, dict[str, float | str | bool]]:
-    """The namespaces of what the step asks, for those of the three the client sent."""
+    """The namespaces of what the step asks, for those of the three the client sent.
+
+    With an ``embedder`` the prompt's embedding joins the client's in ``embedding``.
+    """
     namespaces: dict[str, dict[str, float | str | bool]] = {}
     if prompt:
         namespaces["content"] = dict(content_features(prompt))
     if client_features:
         namespaces["client"] = dict(client_features)
+    vectors: dict[str, float | str | bool] = {}
+    if embedder is not None and prompt:
+        vectors.update(embedder.features(prompt))
     if embedding:
-        namespaces["embedding"] = {f"e{i}": float(v) for i, v in enumerate(embedding)}
+        vectors.update({f"e{i}": float(v) for i, v in enumerate(embedding)})
+    if vectors:
+        namespaces["embedding"] = vectors
     return namespaces
 
 
@@ -83,6 +95,7 @@ def shared_features(
     prompt: str | None = None,
     client_features: Mapping[str, float] | None = None,
     embedding: Sequence[float] | None = None,
+    embedder: PromptEmbedder | None = None,
 ) -> dict[str, dict[str, float | str | bool]]:
     """Features of the step, the task and its state, shared by every candidate."""
     confidence = 0.5 if signals.prior_confidence is None else signals.prior_confidence
@@ -108,7 +121,7 @@ def shared_features(
             "context_pressure": signals.context_pressure,
         },
         "context": dict(context),
-        **request_features(prompt, client_features, embedding),
+        **request_features(prompt, client_features, embedding, embedder),
     }
 
 

@@ -104,7 +104,8 @@ class DecideRequest(Strict):
         None,
         min_length=1,
         max_length=MAX_PROMPT_CHARS,
-        description="the step's prompt text; only hashed word n-grams of its tail are used",
+        description="the step's prompt text; only hashed word n-grams of its tail (and its "
+        "embedding, when the router embeds prompts) are used",
     )
     features: dict[FeatureName, FiniteFloat] | None = Field(
         None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router_service.ledger_store import check_ledger_uri
+from router_service.prompt_embedding import EMBEDDING_DIMS
 
 Tier = Literal["small", "medium", "large", "frontier"]
 TIERS: tuple[Tier, ...] = ("small", "medium", "large", "frontier")
@@ -126,11 +128,33 @@ class Settings(BaseSettings):
     log_prompts: bool = Field(
         False, description="put the step's prompt text in decision events (else only hashes)"
     )
+    prompt_embedding: Literal["none", "wordllama"] = Field(
+        "none",
+        description="embed the step's prompt with a local model into the embedding namespace "
+        "(wordllama: the embed extra, its weights ship in the package)",
+    )
+    prompt_embedding_dims: int = Field(
+        64, description="the prompt embedding's dimensions: 64, 128 or 256 (wordllama's prefixes)"
+    )
 
     @field_validator("ledger_uri")
     @classmethod
     def _known_store(cls, uri: str | None) -> str | None:
         return None if uri is None else check_ledger_uri(uri)
+
+    @field_validator("prompt_embedding")
+    @classmethod
+    def _embedder_installed(cls, kind: str) -> str:
+        if kind == "wordllama" and find_spec("wordllama") is None:
+            raise ValueError("wordllama is not installed (install budget-router[embed])")
+        return kind
+
+    @field_validator("prompt_embedding_dims")
+    @classmethod
+    def _embedding_dims(cls, dims: int) -> int:
+        if dims not in EMBEDDING_DIMS:
+            raise ValueError(f"expected one of {EMBEDDING_DIMS}, got {dims}")
+        return dims
 
     @field_validator("catalog_path", "policy_model_path", "trust_policy_path")
     @classmethod

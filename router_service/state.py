@@ -18,6 +18,7 @@ from router_service.ledger_store import default_ledger_uri, open_ledger_store
 from router_service.metrics import RouterMetrics
 from router_service.observed_costs import ObservedCosts
 from router_service.policy import RoutingPolicy, build_policy
+from router_service.prompt_embedding import PromptEmbedder, prompt_embedder
 from router_service.publisher import EventPublisher, KafkaEventPublisher
 from router_service.schemas import Task, TaskCreate
 from router_service.settings import GovernorSettings, Settings
@@ -51,6 +52,7 @@ class RouterState:
     refresher: PolicyRefresher | None = None
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     activity: ActivityLog = field(default_factory=ActivityLog)
+    prompt_embedder: PromptEmbedder | None = None
 
     @property
     def governor(self) -> GovernorSettings:
@@ -67,6 +69,7 @@ class RouterState:
 
     @classmethod
     def build(cls, settings: Settings) -> RouterState:
+        embedder = prompt_embedder(settings.prompt_embedding, settings.prompt_embedding_dims)
         catalog = Catalog.from_file(settings.catalog_path)
         trust = TrustPolicies(settings.trust_policy_path)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,7 @@ class RouterState:
             publisher=publisher,
             base_version=policy.version,
             auth=ApiKeyStore(settings.data_dir / API_KEYS_FILE),
+            prompt_embedder=embedder,
         )
 
     def open_task(self, request: TaskCreate, tenant: str) -> Task:

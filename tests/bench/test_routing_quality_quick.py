@@ -42,6 +42,19 @@ def test_quick_run_serves_every_prompt_without_http_errors(tmp_path: Path) -> No
     assert "oracle" in names and "gpt-4-1106-preview" in names
 
 
+def test_quick_run_with_the_prompt_embedding_serves_it_live(tmp_path: Path) -> None:
+    pytest.importorskip("wordllama")
+    document = main(["--quick", "--prompt-embedding", "64", "--out", str(tmp_path)])
+    assert document["meta"]["prompt_embedding_dims"] == 64
+    assert (
+        "- Prompt embedding: wordllama, 64 dimensions"
+        in (tmp_path / "routing_quality.md").read_text()
+    )
+    live = document["datasets"][0]["live"]
+    assert live["detail"]["http_errors"] == {}
+    assert live["detail"]["learner"]["learned_steps"] == document["datasets"][0]["test_prompts"]
+
+
 def test_frontier_mixes_points_and_is_zero_below_the_cheapest() -> None:
     points = [(1.0, 0.5), (3.0, 0.9)]
     assert frontier_value(points, 0.5) == 0.0

@@ -74,17 +74,24 @@ class RoutingPolicy:
         """The pmf the model would give the actions at ``indices`` alone, from their scores.
 
         Epsilon-greedy spreads epsilon evenly and gives the rest to the best score (shared on
-        a tie), so this is VW's own answer without a second prediction. The other exploration
-        algorithms need one: None.
+        a tie), so this is VW's own answer without a second prediction. Epsilon is read off
+        the pmf itself (what the model was built with, whatever the settings say). None when
+        the pmf does not have that shape, or for the other exploration algorithms: those need
+        a prediction of their own.
         """
         if self.exploration.algorithm != "epsilon":
             return None
-        scores = [preference.scores[i] for i in indices]
-        best = min(scores)
-        ties = scores.count(best)
-        epsilon = self.exploration.epsilon
-        spread = epsilon / len(scores)
-        return [spread + ((1 - epsilon) / ties if s == best else 0.0) for s in scores]
+        pmf, scores = preference.pmf, preference.scores
+        top = min(scores)
+        floor = {p for p, s in zip(pmf, scores, strict=True) if s != top}
+        if len(floor) > 1:
+            return None
+        epsilon = floor.pop() * len(pmf) if floor else 0.0  # all tied: epsilon does not matter
+        within = [scores[i] for i in indices]
+        best = min(within)
+        ties = within.count(best)
+        spread = epsilon / len(within)
+        return [spread + ((1 - epsilon) / ties if s == best else 0.0) for s in within]
 
     def sample(self, pmf: list[float], max_exploration: float = 1.0) -> Choice:
         """Draw from ``pmf`` after capping the mass off its top action at ``max_exploration``."""

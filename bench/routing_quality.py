@@ -59,7 +59,7 @@ TRUST_DOMAIN = "bench"
 TASK_DOLLARS = 0.10
 MAX_EXPLORATION = 0.1  # the default trust domain's cap, which "bench" falls back to
 EXPLORATION = ExplorationSpec("epsilon", 0.01)
-LEARNING = "--cb_type mtr -l 0.02"
+LEARNING = "--cb_type mtr -l 0.05"
 LOG_ROUNDS = 8  # times each train prompt is logged under the uniform logging policy
 PROPENSITY_FLOOR = 0.05  # the learner's default floor on logged propensities
 # The price of a dollar: 0 (quality only), then 0.25 to 16 in steps of sqrt(2).

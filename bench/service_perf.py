@@ -837,9 +837,9 @@ def render(document: dict[str, Any]) -> str:
         "|---|---|---:|---|---|",
     ]
     for t in document["targets"]:
-        miss = "" if t["met"] else f"{t['miss_factor']:.1f}x"
+        miss = "" if t["met"] else f"{t['miss_factor']:.2f}x"
         lines.append(
-            f"| {t['target']} | {t['op']} {t['goal']:g} | {t['measured']:.3f} | "
+            f"| {t['target']} | {t['op']} {t['goal']:g} | {t['measured']:.4f} | "
             f"{'yes' if t['met'] else 'no'} | {miss} |"
         )
     lines += ["", "## 1. Decision latency and throughput over HTTP, full stack on", ""]
@@ -884,7 +884,7 @@ def render(document: dict[str, Any]) -> str:
             skipped.append(f"{name} skipped: {shared['skipped']}")
     if skipped:
         lines += ["", *skipped]
-    lines += ["", f"Peak ratio router / baseline: {http['throughput_ratio']:.3f}", ""]
+    lines += ["", f"Peak ratio router / baseline: {http['throughput_ratio']:.4f}", ""]
     ln = lrn["learner"]
     lines += [
         "## 2. Learner throughput",

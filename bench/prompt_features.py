@@ -14,8 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import code_version, machine_facts
-from bench.data.datasets import RoutingDataset, mmlu_pro, routerbench
+from bench.data.datasets import RoutingDataset, datasets_named, report_by_dataset
 from bench.routing_quality import EXPLORATION, LEARNING, Features
 from learner.vw_model import VWPolicyModel, example_lines
 from router_service.features import content_features
@@ -89,18 +88,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--datasets", default="routerbench,mmlu_pro")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    loaders = {"routerbench": routerbench, "mmlu_pro": mmlu_pro}
-    facts = machine_facts()
-    lines = [
-        f"`python -m bench.prompt_features --repeat {args.repeat} --datasets {args.datasets}`, "
-        f"code {code_version()}, {', '.join(f'{k} {v}' for k, v in facts.items())}.",
-        "",
-    ]
-    for name in args.datasets.split(","):
-        lines += measure(loaders[name](), args.repeat)
-    text = "\n".join(lines)
-    print(text)
-    return text
+    command = f"python -m bench.prompt_features --repeat {args.repeat} --datasets {args.datasets}"
+    names = datasets_named(parser, args.datasets)
+    return report_by_dataset(command, names, lambda data: measure(data, args.repeat))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from bench import code_version, machine_facts
-from bench.data.datasets import RoutingDataset, mmlu_pro, routerbench
+from bench.data.datasets import RoutingDataset, datasets_named, report_by_dataset
 from bench.routing_quality import TASK_DOLLARS, aiq, baselines, per_eval_curve, score
 from router_service.features import CONTENT_BUCKETS, content_features
 from router_service.prompt_embedding import EMBEDDING_DIMS, PromptEmbedder
@@ -143,18 +142,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--datasets", default="routerbench,mmlu_pro")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    loaders = {"routerbench": routerbench, "mmlu_pro": mmlu_pro}
-    facts = machine_facts()
-    lines = [
-        f"`python -m bench.prompt_signal --datasets {args.datasets}`, code {code_version()}, "
-        f"{facts['cpu']}, {facts['cores']} cores, load {facts['load']}.",
-        "",
-    ]
-    for name in args.datasets.split(","):
-        lines += measure(loaders[name](), args.seed)
-    text = "\n".join(lines)
-    print(text)
-    return text
+    command = f"python -m bench.prompt_signal --datasets {args.datasets}"
+    names = datasets_named(parser, args.datasets)
+    return report_by_dataset(command, names, lambda data: measure(data, args.seed))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import numpy as np
 
 from bench import BenchError, code_version, machine_facts
 from bench.agent_sim import LOADED_MACHINE_ENV
-from bench.data.datasets import RoutingDataset, mmlu_pro, routerbench
+from bench.data.datasets import LOADERS, RoutingDataset, datasets_named
 from bench.stack import StackConfig, full_stack, write_catalog
 from learner.allocator import BudgetAllocator
 from learner.benchmark_data import BenchmarkTable
@@ -718,11 +718,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also embed prompts with wordllama at these dimensions (the embed extra)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    loaders = {"routerbench": routerbench, "mmlu_pro": mmlu_pro}
-    names = args.datasets.split(",")
-    unknown = [n for n in names if n not in loaders]
-    if unknown:
-        parser.error(f"--datasets: unknown {unknown}; expected names from {sorted(loaders)}")
+    names = datasets_named(parser, args.datasets)
     config = Config.quick_run() if args.quick else Config()
     config = Config(**{**asdict(config), "seed": args.seed})
     if args.replay_only:
@@ -743,7 +739,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
-        results = [run_dataset(loaders[name](), config, Path(tmp)) for name in names]
+        results = [run_dataset(LOADERS[name](), config, Path(tmp)) for name in names]
     meta["wall_s"] = round(time.monotonic() - started, 1)
     document = to_json(results, meta)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -212,9 +212,16 @@ class AutoPromoter:
         window_start = None if start == EVERY_STEP else datetime.fromisoformat(start)
         return Pending(version, window_start, int(tags[LEARNED_TAG]))
 
-    def due(self, learned: int) -> bool:
+    def due(self, learned: int, behind: bool = False) -> bool:
         """Whether the round may end now (``learned`` is the learner's learned-steps counter);
-        cheap: the window, never larger than what was learned since, is counted by ``tick``."""
+        cheap: the window, never larger than what was learned since, is counted by ``tick``.
+
+        While the learner is ``behind`` the stream, a round that could end waits, up to
+        ``max_defer_seconds``: catching up goes first.
+        """
+        return self._may_end(learned) and not self._defer(behind)
+
+    def _may_end(self, learned: int) -> bool:
         if not self.lifecycle.auto_register or self._clock() < self._retry_at:
             return False
         new = learned - self._round_learned
@@ -254,10 +261,9 @@ class AutoPromoter:
         """End the round if it is due: gate the pending challenger, register the next one.
 
         The work (replays, MLflow writes: seconds) runs on a background thread with a copy of
-        the model, so the learner keeps polling its consumer group meanwhile. While the learner
-        is ``behind`` the stream, a due round waits, up to ``max_defer_seconds``.
+        the model, so the learner keeps polling its consumer group meanwhile.
         """
-        if self.busy or not self.due(learned) or self._defer(behind):
+        if self.busy or not self.due(learned, behind):
             return
         model, allocator = get_bytes(), dict(allocator)
         if not self._background:
@@ -270,7 +276,7 @@ class AutoPromoter:
         self._worker.start()
 
     def _defer(self, behind: bool) -> bool:
-        """Whether a due round waits for the learner to catch up (not longer than the limit)."""
+        """Whether a round that could end waits for the learner to catch up (not too long)."""
         if not behind:
             self._deferred_since = None
             return False

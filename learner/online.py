@@ -118,7 +118,8 @@ def publishing_hook(
         get_bytes: Callable[[], bytes], allocator: dict[str, Any], learned: int, behind: bool
     ) -> VWPolicyModel | None:
         busy = promoter.busy  # a round may be moving the champion: look again afterwards
-        champion = None if busy else lineage.moved_champion(force=promoter.due(learned))
+        # A round about to run looks at the champion first; a deferred one does not yet.
+        champion = None if busy else lineage.moved_champion(force=promoter.due(learned, behind))
         if champion is not None:
             promoter.champion_moved(learned)
             return champion

@@ -187,19 +187,23 @@ class VWPolicyModel:
 
     def predict_text(self, shared: str, actions: Sequence[str]) -> list[float]:
         """``predict`` on features already rendered by :func:`namespace_text`."""
-        return self.score_text(shared, actions)[0]
+        return self._predicted(shared, actions, with_scores=False)[0]
 
     def score_text(self, shared: str, actions: Sequence[str]) -> tuple[list[float], list[float]]:
-        """The exploration pmf and each action's score (its estimated cost: lower is better).
+        """The exploration pmf and each action's score (its estimated cost: lower is better)."""
+        return self._predicted(shared, actions, with_scores=True)
 
-        Goes to VW's bindings directly: pyvw's wrapper objects cost three times the prediction.
-        """
+    def _predicted(
+        self, shared: str, actions: Sequence[str], with_scores: bool
+    ) -> tuple[list[float], list[float]]:
+        """Goes to VW's bindings directly: pyvw's wrapper objects cost three times the
+        prediction. The scores are read only when asked for (one call per action)."""
         workspace = self._workspace
         examples = workspace._parse("shared " + shared + "\n" + "\n".join(actions))
         try:
             pylibvw.vw.predict_multi(workspace, examples)
             pmf = examples[0].get_action_scores()
-            scores = [example.get_partial_prediction() for example in examples[1:]]
+            scores = [e.get_partial_prediction() for e in examples[1:]] if with_scores else []
         finally:
             pylibvw.vw._finish_example_multi_ex(workspace, examples)
         total = float(sum(pmf))

@@ -176,8 +176,9 @@ class TaskBooks:
             cost_dollars,
             input_tokens,
             output_tokens,
-            exceeded_reservation=cost_dollars > reservation.dollars + EPSILON_DOLLARS
-            or output_tokens > reservation.output_tokens,
+            exceeded_reservation=exceeds(
+                cost_dollars, output_tokens, reservation.dollars, reservation.output_tokens
+            ),
             expired=expired,
         )
 
@@ -205,6 +206,11 @@ class TaskBooks:
 
 class BudgetExceeded(Conflict):
     code = "budget_exceeded"
+
+
+def exceeds(cost_dollars: float, output_tokens: int, reserved: float, granted: int) -> bool:
+    """Whether a step's outcome went past what its decision reserved or granted."""
+    return cost_dollars > reserved + EPSILON_DOLLARS or output_tokens > granted
 
 
 def task_closed(task_id: str, already: bool = False) -> Conflict:

@@ -8,7 +8,9 @@ strong/weak pair of the RouteLLM-style baseline.
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from bench import code_version, machine_facts
 from learner.benchmark_data import (
     ROUTERBENCH_TIERS,
     TOKENS_PER_WORD,
@@ -114,6 +117,34 @@ def mmlu_pro(
         expected_output_tokens=300,
         pricing="LiteLLM list prices per input/output token (catalog = the prices of the data)",
     )
+
+
+LOADERS: dict[str, Callable[[], RoutingDataset]] = {
+    "routerbench": routerbench,
+    "mmlu_pro": mmlu_pro,
+}
+
+
+def datasets_named(parser: argparse.ArgumentParser, names: str) -> list[str]:
+    """The names in ``--datasets`` (comma-separated); a parser error for one not in LOADERS."""
+    chosen = names.split(",")
+    unknown = [n for n in chosen if n not in LOADERS]
+    if unknown:
+        parser.error(f"--datasets: unknown {unknown}; expected names from {sorted(LOADERS)}")
+    return chosen
+
+
+def report_by_dataset(
+    command: str, names: list[str], measure: Callable[[RoutingDataset], list[str]]
+) -> str:
+    """Markdown: the command, code and machine, then ``measure``'s lines per data set; printed."""
+    facts = ", ".join(f"{k} {v}" for k, v in machine_facts().items())
+    lines = [f"`{command}`, code {code_version()}, {facts}.", ""]
+    for name in names:
+        lines += measure(LOADERS[name]())
+    text = "\n".join(lines)
+    print(text)
+    return text
 
 
 def _mmlu_table(path: Path, split: str) -> BenchmarkTable:

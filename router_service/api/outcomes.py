@@ -9,7 +9,7 @@ from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.errors import Conflict
 from router_service.events import CostSource, OutcomeEvent
-from router_service.ledger import EPSILON_DOLLARS, Booked
+from router_service.ledger import Booked, exceeds
 from router_service.schemas import OutcomeAccepted, OutcomeReport, Task
 from router_service.state import RouterState
 from router_service.tasks import DecisionRef
@@ -56,10 +56,7 @@ async def book_outcome(
             state.observed_costs.record(
                 decision.model, decision.step_type, cost, body.input_tokens, output_tokens
             )
-    exceeded = (
-        output_tokens > decision.max_output_tokens
-        or cost > decision.reserved_dollars + EPSILON_DOLLARS
-    )
+    exceeded = exceeds(cost, output_tokens, decision.reserved_dollars, decision.max_output_tokens)
     await state.publisher.publish_durable_async(
         OutcomeEvent(
             event_id=outcome_event_id(body.decision_id),

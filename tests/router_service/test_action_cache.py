@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
-from feature_store.snapshot import RollingFeature
 from learner.vw_model import namespace_text
 from router_service.action_cache import ActionCache
 from router_service.catalog import ModelSpec
 from router_service.features import action_features
+from tests.feature_store.test_snapshot import feature
 
 MODEL = ModelSpec(
     id="m1",
@@ -19,20 +18,7 @@ MODEL = ModelSpec(
     output_price_per_mtok=2.0,
     context_window=8000,
 )
-RECENT = RollingFeature(
-    model="m1",
-    step_type="extract",
-    trust_domain="eng",
-    n=20,
-    successes=15,
-    success_rate=0.75,
-    mean_quality=0.7,
-    mean_cost_dollars=0.002,
-    mean_latency_s=1.5,
-    n_total=20,
-    last_outcome_at=datetime(2026, 1, 1, tzinfo=UTC),
-    window=50,
-)
+RECENT = feature("m1", n=20, step_type="extract", success_rate=0.75)
 
 
 def test_the_cached_text_is_the_text_of_the_features_it_keeps() -> None:

@@ -265,6 +265,7 @@ class AutoPromoter:
         """
         if self.busy or not self.due(learned, behind):
             return
+        self._deferred_since = None  # the next round's wait, if any, starts afresh
         model, allocator = get_bytes(), dict(allocator)
         if not self._background:
             self._round(model, allocator, learned)

@@ -292,3 +292,20 @@ def test_a_round_deferred_while_behind_runs_once_caught_up(parts: Parts) -> None
     assert registry.get_alias_version(CHALLENGER) is None
     promoter.tick(lambda: b"model", {}, learned=2, behind=False)
     assert registry.get_alias_version(CHALLENGER) == "1"
+
+
+def test_each_round_waits_afresh_while_the_learner_stays_behind(
+    parts: Parts, models: tuple[bytes, bytes]
+) -> None:
+    promoter, registry, log, clock, _ = parts
+    promoter.lifecycle = promoter.lifecycle.model_copy(update={"max_defer_seconds": 60})
+    promoter.tick(lambda: models[0], {}, learned=1, behind=True)
+    clock.now += 60
+    promoter.tick(lambda: models[0], {}, learned=1, behind=True)
+    assert registry.get_alias_version(CHALLENGER) == "1"
+    log.steps(120)
+    promoter.tick(lambda: models[1], {}, learned=150, behind=True)
+    assert "gate.outcome" not in registry.version_tags("1"), "the second round waits too"
+    clock.now += 60
+    promoter.tick(lambda: models[1], {}, learned=150, behind=True)
+    assert "gate.outcome" in registry.version_tags("1")

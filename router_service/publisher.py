@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 _MAX_COMMIT = 1_000  # events per spool transaction (one fsync)
 _LINGER_S = 0.02  # how long decision events may wait to share a transaction
 _CLUSTER_CHECK_S = 1.0  # how often the delivery thread asks which cluster it is talking to
+_ABANDON_MARGIN_S = 2.0  # how long close() waits past its deadline for the sender to stop
 # librdkafka (confluent-kafka) delivers from its own C threads: the serving process's GIL is
 # not spent on batching, checksums and sockets, as it was with a pure-Python producer.
 _PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -432,6 +433,7 @@ class KafkaEventPublisher:
                 on_delivery=functools.partial(answered, index),
             )
         error = self._await_acks(producer)
+        self._stop_if_abandoned()
         done = 0
         for result in results:
             if result is not None:  # failed, or still unanswered
@@ -454,9 +456,11 @@ class KafkaEventPublisher:
 
     def _await_acks(self, producer: Producer) -> BaseException | None:
         """Wait for the broker's acks; a broker silent for a second counts as unavailable."""
-        give_up = time.monotonic() + self._producer_config["message.timeout.ms"] / 1000 + 1
-        give_up = min(give_up, max(time.monotonic() + 0.1, self._close_deadline))
+        started = time.monotonic()
+        wait_at_most = self._producer_config["message.timeout.ms"] / 1000 + 1
         while True:
+            # Read the close deadline each round: close() may come while we wait.
+            give_up = min(started + wait_at_most, max(started + 0.1, self._close_deadline))
             try:
                 if producer.flush(max(0.0, min(1.0, give_up - time.monotonic()))) == 0:
                     return None
@@ -511,10 +515,12 @@ class KafkaEventPublisher:
         """
         timeout = min(3.0, max(0.1, self._close_deadline - time.monotonic()))
         cluster_id = producer.list_topics(timeout=timeout).cluster_id or ""
+        self._stop_if_abandoned()
         self._cluster_checked = time.monotonic()
         if cluster_id == self._cluster_id:
             return 0
         ensure_topics(self.bootstrap_servers, [self.topic], self.partitions)
+        self._stop_if_abandoned()
         requeued = self._spool.redeliver_unless(cluster_id)
         if requeued:
             logger.warning(
@@ -528,6 +534,15 @@ class KafkaEventPublisher:
             self._redelivered += requeued
         self._cluster_id = cluster_id
         return requeued
+
+    def _stop_if_abandoned(self) -> None:
+        """Raise once close() has stopped waiting: the spool is another publisher's by then.
+
+        Called after each call that may block past the close deadline, before the spool is
+        touched, so a late sender never marks or requeues rows under a successor's feet.
+        """
+        if time.monotonic() >= self._close_deadline + _ABANDON_MARGIN_S / 2:
+            raise PublisherError("closed while delivering; the spool is left as it was")
 
     def _drop_producer(self) -> None:
         if self._producer is not None:
@@ -556,7 +571,7 @@ class KafkaEventPublisher:
         self._writer.join(timeout)
         self._wake.set()
         if self._sender.ident is not None:
-            self._sender.join(max(0.0, self._close_deadline - time.monotonic()) + 2.0)
+            self._sender.join(max(0.0, self._close_deadline - time.monotonic()) + _ABANDON_MARGIN_S)
         if self._writer.is_alive() or self._sender.is_alive():
             logger.error("event publisher threads did not stop in time; spool left open")
             return

@@ -10,7 +10,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
+from router_service import publisher as publisher_module
 from router_service.embedded_broker import EmbeddedBroker, free_port
 from router_service.events import CorrectionEvent, EventBase, decode_event
 from router_service.publisher import (
@@ -240,6 +242,33 @@ def test_spooled_events_survive_a_router_restart(spool_path: Path) -> None:
         wait_until(lambda: second.depth == 0, 20, "delivery of the spool left by the first run")
         consumed = consume_events(broker.bootstrap, TOPIC, 30)
     assert [e.event_id for e in consumed] == [e.event_id for e in published]
+
+
+def test_a_sender_that_outlives_close_leaves_the_spool_alone(
+    broker: EmbeddedBroker, spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked, release = threading.Event(), threading.Event()
+
+    class HeldProducer(Producer):
+        """Holds the first metadata request until the test lets it go, as a slow broker may."""
+
+        def list_topics(self, *args: object, **kwargs: object) -> object:
+            asked.set()
+            release.wait(30)
+            return super().list_topics(*args, **kwargs)
+
+    monkeypatch.setattr(publisher_module, "Producer", HeldProducer)
+    publisher = open_publisher(broker.bootstrap, spool_path)
+    for index in range(5):
+        publisher.publish(event("t", index))
+    wait_until(asked.is_set, 15, "the sender to ask for the cluster")
+    publisher.close(timeout=0.1)
+    assert publisher._sender.is_alive(), "close gave up while the sender was held"
+    release.set()
+    publisher._sender.join(30)
+    assert not publisher._sender.is_alive()
+    with EventSpool(spool_path) as reader:
+        assert reader.depth() == 5, "a late sender marked rows that a successor now owns"
 
 
 def test_close_delivers_what_is_queued(broker: EmbeddedBroker, spool_path: Path) -> None:

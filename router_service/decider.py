@@ -1,7 +1,8 @@
 """One routing decision: candidates, the governor's rules, the policy's draw, the reservation.
 
 The whole decision runs inside the task's ledger transaction, so the headroom the governor
-reads is still there when the reservation is committed.
+reads is still there when the reservation is committed; or, on a shared store, against a draft
+of the books that is committed only if they did not change meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from router_service.governor import (
     primary_action,
     reshape,
 )
-from router_service.ledger import Reservation, TaskBooks
+from router_service.ledger import LedgerDraft, Reservation, TaskBooks
 from router_service.policy import Choice, RoutingPolicy
 from router_service.schemas import DecideRequest, LedgerView, Task
 from router_service.served import ServedDecision, explored, pack
@@ -86,9 +87,12 @@ def price_candidates(
 
 
 def decide(
-    request: DecideRequest, task: Task, state: RouterState
+    request: DecideRequest, task: Task, state: RouterState, draft: LedgerDraft | None = None
 ) -> tuple[ServedDecision, DecisionEvent | None]:
-    """Govern, score, sample and reserve, atomically for the task; the event to log, if any."""
+    """Govern, score, sample and reserve, atomically for the task; the event to log, if any.
+
+    With a ``draft``, the reservation is written only when the caller commits it.
+    """
     domain = state.trust.resolve(task.trust_domain)
     policy = state.policy
     features = _ActionFeatures(state, request.step.type, task.trust_domain)
@@ -105,7 +109,7 @@ def decide(
         embedder=state.prompt_embedder,
     )
     decision_id = f"dec_{new_event_id()}"
-    with state.ledger.transaction(task.task_id) as txn:
+    with draft if draft is not None else state.ledger.transaction(task.task_id) as txn:
         books = txn.books
         before = books.view()
         candidates = price_candidates(request, books, state.catalog.snapshot(), domain, state)

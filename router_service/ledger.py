@@ -244,6 +244,14 @@ class LedgerTransaction(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class LedgerDraft(LedgerTransaction, Protocol):
+    """A task's books read without a lock: decide, then commit only if nobody changed them."""
+
+    def commit(self) -> bool:
+        """Write the reservations and records if the books are as read; False if they changed."""
+        ...
+
+
 class LedgerStore(Protocol):
     """The budget truth: tasks, their books, open reservations and decision history.
 
@@ -258,6 +266,10 @@ class LedgerStore(Protocol):
     def open_task(self, task: Task) -> None: ...
     def task(self, task_id: str) -> Task: ...
     def transaction(self, task_id: str) -> LedgerTransaction: ...
+    def draft(self, task_id: str) -> LedgerDraft | None:
+        """The books for a decision made without holding the lock; None: use ``transaction``."""
+        ...
+
     def settle(
         self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
     ) -> Settlement: ...

@@ -118,6 +118,10 @@ class InMemoryLedger:
     def task(self, task_id: str) -> Task:
         return self._entry(task_id).task
 
+    def draft(self, task_id: str) -> None:
+        """None: the in-process lock is cheap enough to hold while deciding."""
+        return None
+
     def transaction(self, task_id: str) -> _Transaction:
         return _Transaction(self, self._entry(task_id))
 

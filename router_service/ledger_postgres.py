@@ -21,11 +21,19 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from router_service.errors import ConfigError, Unavailable
-from router_service.ledger import Clock, Reservation, Settlement, TaskBooks
+from router_service.ledger import (
+    Clock,
+    DecisionRef,
+    Reservation,
+    Settlement,
+    TaskBooks,
+    task_closed,
+)
 from router_service.ledger_schema import (
     BOOK_COLUMNS,
     INSERT_RESERVATION,
     INSERT_SETTLEMENT,
+    REF_COLUMNS,
     RESERVATION_COLUMNS,
     SCHEMA,
     SETTLEMENT_COLUMNS,
@@ -102,6 +110,34 @@ class PostgresLedgerStore(SqlLedgerStore):
         with self._read() as conn:  # autocommit: the statement is its own transaction
             return self._run(conn, text, params)
 
+    def draft(self, task_id: str) -> PostgresDraft | None:
+        """The books read in one unlocked query; None when overdue reservations need the lock."""
+        with self._read() as conn:
+            row = self._task_row(conn, task_id, lock=False)
+        books = books_from_row(row)
+        if books.closed:
+            raise task_closed(task_id)
+        if self._clock() >= books.next_expiry:
+            return None
+        return PostgresDraft(self, task_id, books, row[2:])
+
+    def _commit_draft(self, draft: PostgresDraft) -> bool:
+        """One statement: the books written only if they still hold what was read, and with
+        them the draft's reservations and records; whether it was written."""
+        parts, params = [], [*books_params(draft.task_id, draft.books, None), *draft.seen]
+        for index, reservation in enumerate(draft.pending):
+            parts.append(f"held{index} AS ({_INSERT_RESERVATION_IF})")
+            params.extend(reservation_params(reservation))
+        for index, (ref, packed, is_step) in enumerate(draft.history):
+            parts.append(f"logged{index} AS ({_INSERT_DECISION_IF})")
+            params.extend((*ref, int(is_step), packed))
+        ctes = "".join(f", {part}" for part in parts)
+        with self._read() as conn:  # autocommit: one statement, one transaction
+            (written,) = self._run(
+                conn, f"WITH kept AS ({_UPDATE_BOOKS_IF}){ctes} SELECT count(*) FROM kept", params
+            ).fetchone()
+        return written == 1
+
     def _commit_reservations(
         self, conn: Any, task_id: str, reservations: list[Reservation], books: TaskBooks
     ) -> None:
@@ -150,6 +186,58 @@ class PostgresLedgerStore(SqlLedgerStore):
 
     def close(self) -> None:
         self._pool.close()
+
+
+class PostgresDraft:
+    """A decision's view of a task's books, committed by :meth:`commit` if still current.
+
+    Decisions for one task rarely overlap (an agent's steps come one after another), so
+    checking at commit beats holding the row lock while the policy scores and samples.
+    """
+
+    def __init__(
+        self, store: PostgresLedgerStore, task_id: str, books: TaskBooks, seen: tuple[Any, ...]
+    ) -> None:
+        self._store = store
+        self.task_id = task_id
+        self.books = books
+        self.seen = seen  # the book columns as read, compared at commit
+        self.pending: list[Reservation] = []
+        self.history: list[tuple[DecisionRef, bytes, bool]] = []
+
+    def __enter__(self) -> PostgresDraft:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Nothing: :meth:`commit` writes, off the event loop."""
+
+    def reserve(self, reservation: Reservation) -> None:
+        self.books.reserve(reservation)
+        self.pending.append(reservation)
+
+    def record(self, ref: DecisionRef, packed: bytes, is_step: bool) -> None:
+        self.history.append((ref, packed, is_step))
+
+    def commit(self) -> bool:
+        return self._store._commit_draft(self)
+
+
+def _marks(columns: str) -> str:
+    return ", ".join(["?"] * len(columns.split(",")))
+
+
+_UPDATE_BOOKS_IF = (
+    f"{update_books_sql(None)} AND closed_at IS NULL "
+    f"AND ({BOOK_COLUMNS}) IS NOT DISTINCT FROM ({_marks(BOOK_COLUMNS)}) RETURNING task_id"
+)
+_INSERT_RESERVATION_IF = (
+    f"INSERT INTO ledger_reservations ({RESERVATION_COLUMNS}) "
+    f"SELECT {_marks(RESERVATION_COLUMNS)} FROM kept"
+)
+_INSERT_DECISION_IF = (
+    f"INSERT INTO ledger_decisions ({REF_COLUMNS}, is_step, packed) "
+    f"SELECT {_marks(REF_COLUMNS)}, ?, ? FROM kept"
+)
 
 
 def _prefixed(alias: str, columns: str) -> str:

@@ -137,7 +137,8 @@ class SqlLedgerStore:
     def now(self) -> float:
         return self._clock()
 
-    def _books_row(self, conn: Any, task_id: str, lock: bool) -> TaskBooks:
+    def _task_row(self, conn: Any, task_id: str, lock: bool) -> tuple[Any, ...]:
+        """The task's budget, closing time and book columns, as stored."""
         suffix = self.lock_suffix if lock else ""
         row = self._run(
             conn,
@@ -146,7 +147,10 @@ class SqlLedgerStore:
         ).fetchone()
         if row is None:
             raise unknown_task(task_id)
-        return books_from_row(row)
+        return tuple(row)
+
+    def _books_row(self, conn: Any, task_id: str, lock: bool) -> TaskBooks:
+        return books_from_row(self._task_row(conn, task_id, lock))
 
     def _lock_books(self, conn: Any, task_id: str) -> TaskBooks:
         return self._books_row(conn, task_id, lock=True)
@@ -189,6 +193,10 @@ class SqlLedgerStore:
         ).fetchone()
         books.next_expiry = math.inf if earliest is None else earliest
         return settled
+
+    def draft(self, task_id: str) -> Any:
+        """None here: a local store's lock is held while deciding (PostgreSQL drafts)."""
+        return None
 
     def transaction(self, task_id: str) -> _SqlTransaction:
         return _SqlTransaction(self, task_id)

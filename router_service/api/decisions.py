@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -12,12 +13,14 @@ from router_service.auth import PrincipalDep
 from router_service.decider import decide
 from router_service.deps import StateDep
 from router_service.errors import Conflict
+from router_service.events import DecisionEvent
 from router_service.schemas import DecideRequest, Decision, Task
 from router_service.served import ServedDecision
 from router_service.state import RouterState
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger("budget_router.decisions")
+DRAFT_TRIES = 2  # decisions against unlocked books before one holds the lock
 
 
 @router.post("/decide", response_model=Decision)
@@ -26,16 +29,48 @@ async def decide_step(state: StateDep, principal: PrincipalDep, body: DecideRequ
     record = visible_task(state, principal, body.task_id)
     if record.task.status != "open":
         raise Conflict(f"task {body.task_id!r} is closed", field="task_id", value=body.task_id)
-    decision = await state.ledger_bound(make_decision, state, body, record.task, started)
+    decision = await serve_decision(state, body, record.task, started)
     return Response(decision.json, media_type="application/json")  # serialised once, in decide
+
+
+async def serve_decision(
+    state: RouterState, body: DecideRequest, task: Task, started: float
+) -> ServedDecision:
+    """Decide a step for an open task, record and publish it; ``started`` is perf_counter.
+
+    On a store across the network only the round trips leave the event loop: the books are
+    read, the decision is made here, and the draft is committed if the books did not change
+    meanwhile; after :data:`DRAFT_TRIES` lost races (or with overdue reservations to expire)
+    the decision is made holding the task's lock, on a worker thread.
+    """
+    if not state.ledger.remote:
+        return make_decision(state, body, task, started)
+    for _ in range(DRAFT_TRIES):
+        draft = await asyncio.to_thread(state.ledger.draft, task.task_id)
+        if draft is None:
+            break
+        decision, event = decide(body, task, state, draft)
+        if await asyncio.to_thread(draft.commit):
+            return announce(state, task, decision, event, started)
+    return await asyncio.to_thread(make_decision, state, body, task, started)
 
 
 def make_decision(
     state: RouterState, body: DecideRequest, task: Task, started: float
 ) -> ServedDecision:
-    """Decide a step for an open task (the ledger records it), publish it; ``started`` is
-    perf_counter."""
+    """Decide a step holding the task's lock (the ledger records it), publish it."""
     decision, event = decide(body, task, state)
+    return announce(state, task, decision, event, started)
+
+
+def announce(
+    state: RouterState,
+    task: Task,
+    decision: ServedDecision,
+    event: DecisionEvent | None,
+    started: float,
+) -> ServedDecision:
+    """What follows a recorded decision: the task cache, the event, activity, metrics, log."""
     state.tasks.remember(decision)
     if event is not None:
         state.publisher.publish(event)

@@ -20,7 +20,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from router_service.api.decisions import make_decision
+from router_service.api.decisions import serve_decision
 from router_service.api.outcomes import book_outcome
 from router_service.api.tasks import visible_task
 from router_service.auth import PrincipalDep
@@ -74,7 +74,7 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
             field="providers",
         )
     first = _decide_request(step, candidates, 0)
-    decision = await state.ledger_bound(make_decision, state, first, task, started)
+    decision = await serve_decision(state, first, task, started)
     failed: tuple[ServedDecision, ProviderFailure] | None = None
     while decision.is_step:
         assert decision.model is not None
@@ -91,9 +91,7 @@ async def chat_completions(request: Request, state: StateDep, principal: Princip
                 return _failure_response(failure, decision, failed)
             failed = (decision, failure)
             fallback = _decide_request(step, left, 1)
-            decision = await state.ledger_bound(
-                make_decision, state, fallback, task, time.perf_counter()
-            )
+            decision = await serve_decision(state, fallback, task, time.perf_counter())
             continue
         headers = _headers(decision, failed)
         if step.stream:

@@ -424,3 +424,48 @@ def test_booked_tells_what_stands_for_a_decision(store: LedgerStore, clock: Fake
     assert store.booked("d1") == (False, 0.125, 3, 4)
     assert store.booked("d2") == (True, 0.05, 7, 7)
     assert store.booked("never") is None
+
+
+def test_a_postgres_draft_commits_only_books_that_did_not_change(
+    postgres_uri: str, clock: FakeClock
+) -> None:
+    """Two replicas draft on the same books; the second commit loses and writes nothing."""
+    replicas = [PostgresLedgerStore(postgres_uri, clock) for _ in range(2)]
+    try:
+        replicas[0].open_task(task())
+        first, second = replicas[0].draft("t"), replicas[1].draft("t")
+        assert first is not None and second is not None
+        for draft, decision_id in ((first, "d1"), (second, "d2")):
+            draft.reserve(reservation(decision_id, 0.6))
+            draft.record(ref(decision_id), b"answer", is_step=True)
+        assert first.commit()
+        assert not second.commit(), "each drafted 0.6 of 0.7: both together would overspend"
+        view = replicas[1].view("t")
+        assert (view.reserved_dollars, view.steps) == (pytest.approx(0.6), 1)
+        assert [r.decision_id for r in map(replicas[1].decision, ["d1"])] == ["d1"]
+        with pytest.raises(NotFound):
+            replicas[1].decision("d2")
+        again = replicas[1].draft("t")
+        assert again is not None and again.books.headroom("execution").dollars == pytest.approx(0.1)
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_a_postgres_draft_leaves_expiry_and_closed_tasks_to_the_lock(
+    postgres_uri: str, clock: FakeClock
+) -> None:
+    store = PostgresLedgerStore(postgres_uri, clock)
+    try:
+        store.open_task(task())
+        reserve(store, reservation("d1", 0.1, expires_at=clock.now + 5))
+        assert store.draft("t") is not None
+        clock.now += 5
+        assert store.draft("t") is None, "an overdue reservation is expired under the lock"
+        store.close_task("t")
+        with pytest.raises(Conflict, match="closed"):
+            store.draft("t")
+        with pytest.raises(NotFound):
+            store.draft("nobody")
+    finally:
+        store.close()

@@ -166,7 +166,10 @@ class EventConsumer:
         read each assigned partition from its first offset."""
         from router_service.embedded_broker import ensure_topics
 
-        ensure_topics(self._bootstrap, self._topics)
+        try:
+            ensure_topics(self._bootstrap, self._topics)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"topics {self._topics}: cannot create ({exc})") from exc
         self._positions.clear()
         assigned = list(self._consumer.assignment())
         if assigned:
@@ -179,6 +182,9 @@ class EventConsumer:
                 timeout_ms=self._poll_timeout_ms, max_records=self._max_records
             )
         except KafkaError as exc:
+            # The fetcher may have moved past records it did not hand over: the learner's
+            # positions stay the truth for the next poll.
+            self.seek_to_positions(list(self._consumer.assignment()))
             raise BrokerUnavailable(f"topic {self.topic!r}: poll failed ({exc})") from exc
         records = []
         for tp in sorted(batches, key=lambda t: t.partition):

@@ -32,7 +32,7 @@ from learner.checkpoint import Checkpoint, atomic_write, read_checkpoint, write_
 from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Record
 from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
 from learner.reward import RewardShaper
-from learner.settings import CheckpointError, LearnerSettings
+from learner.settings import BrokerUnavailable, CheckpointError, LearnerSettings
 from learner.store_writer import BackgroundWriter, FeatureStore
 from learner.vw_model import LabeledExample, VWPolicyModel, example_text
 from router_service.events import AnyEvent, EventError, decode_event
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "learner_status.json"
 # Events waiting in the topic past which the learner counts as catching up (a few polls' worth).
 BEHIND_EVENTS = 10_000
+# A broker call that fails (the broker is away or restarting) is retried after a pause; one
+# warning in so many keeps a long outage from flooding the log.
+BROKER_RETRY_SECONDS = 0.5
+BROKER_FAILURES_PER_WARNING = 20
 
 ModelUpdatedHook = Callable[[Callable[[], bytes], dict[str, Any], int, bool], VWPolicyModel | None]
 """Called with a getter of the model bytes, the allocator state, the events learned and whether
@@ -327,6 +331,7 @@ class Learner:
             "late": join_stats["late"],
             "cluster_changes": self.counters["cluster_changes"],
             "log_rewinds": self.counters["log_rewinds"],
+            "broker_failures": self.counters["broker_failures"],
             "unjoined": join_stats["unjoined"],
             "task_corrections_stored_only": join_stats["task_corrections"],
             "pending": self.join.pending(),
@@ -347,9 +352,13 @@ class Learner:
         """Poll, learn and checkpoint until ``stop`` is set, then checkpoint once more."""
         try:
             while not stop.is_set():
-                records = consumer.poll()
-                if self._follow_cluster(consumer):
-                    records = []  # fetched at positions of another cluster: read from 0 again
+                try:
+                    records = consumer.poll()
+                    if self._follow_cluster(consumer):
+                        records = []  # fetched at positions of another cluster: read from 0
+                except BrokerUnavailable as exc:  # away or restarting: wait, never exit
+                    self._broker_failed(exc, stop)
+                    records = []
                 if records:
                     self.process(records, consumer.topic)
                 self.after_batch(consumer, idle=not records)
@@ -360,24 +369,31 @@ class Learner:
                     consumer.commit(self.positions)
             self.write_status()
 
+    def _broker_failed(self, exc: BrokerUnavailable, stop: threading.Event) -> None:
+        """Count and (now and then) log a failed broker call, then pause before the next."""
+        self.counters["broker_failures"] += 1
+        if self.counters["broker_failures"] % BROKER_FAILURES_PER_WARNING == 1:
+            log.warning("%s; retrying (failure %d)", exc, self.counters["broker_failures"])
+        stop.wait(BROKER_RETRY_SECONDS)
+
     def _follow_cluster(self, consumer: EventConsumer) -> bool:
         """Adopt the consumer's cluster; True when the positions held for another were dropped."""
         cluster_id = consumer.cluster_id
         if not cluster_id or cluster_id == self.cluster_id:
             return False
-        previous, self.cluster_id = self.cluster_id, cluster_id
+        previous = self.cluster_id
+        if previous:  # raises BrokerUnavailable before adopting it: the next poll tries again
+            consumer.restart_from_beginning()
+            log.warning(
+                "cluster %r replaced %r: reading %s from the beginning",
+                cluster_id,
+                previous,
+                self.settings.topic,
+            )
+            self.counters["cluster_changes"] += 1
+        self.cluster_id = cluster_id
         self._dirty += 1
-        if not previous:
-            return False
-        log.warning(
-            "cluster %r replaced %r: reading %s from the beginning",
-            self.cluster_id,
-            previous,
-            self.settings.topic,
-        )
-        self.counters["cluster_changes"] += 1
-        consumer.restart_from_beginning()
-        return True
+        return bool(previous)
 
 
 def read_status(data_dir: Path) -> dict[str, Any] | None:

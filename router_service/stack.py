@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from router_service.embedded_broker import (
@@ -18,6 +19,10 @@ from router_service.embedded_broker import (
 from router_service.settings import Settings
 
 log = logging.getLogger("budget_router.stack")
+# A learner that exits is started again (it resumes from its checkpoint) while the router goes
+# on deciding; the pause doubles with each exit, up to the cap, so a crash loop stays quiet.
+LEARNER_RESTART_FIRST_S = 1.0
+LEARNER_RESTART_MAX_S = 60.0
 
 
 class Stack:
@@ -27,6 +32,8 @@ class Stack:
         self.settings = settings
         self.broker: EmbeddedBroker | None = None
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.learner_restarts = 0
 
     def start(self) -> None:
         settings = self.settings
@@ -49,26 +56,46 @@ class Stack:
         self._spawn("router", ["serve", "--port", str(settings.port), *common], env)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self._commands[name] = (args, env)
+        self.children.append((name, self._popen(name)))
+
+    def _popen(self, name: str) -> subprocess.Popen[bytes]:
+        args, env = self._commands[name]
         command = [sys.executable, "-m", "router_service.cli", *args]
-        child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
-        self.children.append((name, child))
+        return subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
 
     def wait(self) -> int:
-        """Block until a child exits or a signal asks us to stop; returns the exit code."""
-        stopping = False
+        """Block until the router exits or a signal asks us to stop; returns the exit code."""
+        stopping = threading.Event()
+        signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+        return self.supervise(stopping)
 
-        def request_stop(signum: int, frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-        while not stopping:
-            for name, child in self.children:
-                if child.poll() is not None:
+    def supervise(self, stopping: threading.Event) -> int:
+        """Watch the children until ``stopping`` is set (0) or the router exits (1); a learner
+        that exits is started again after a pause."""
+        restart_at: float | None = None
+        while not stopping.wait(0.2):
+            for index, (name, child) in enumerate(self.children):
+                if child.poll() is None:
+                    continue
+                if name != "learner":
                     log.error("%s exited with code %s; stopping the stack", name, child.returncode)
                     return 1
-            time.sleep(0.2)
+                if restart_at is None:
+                    pause = min(
+                        LEARNER_RESTART_MAX_S, LEARNER_RESTART_FIRST_S * 2**self.learner_restarts
+                    )
+                    log.error(
+                        "learner exited with code %s; starting it again in %.0f s",
+                        child.returncode,
+                        pause,
+                    )
+                    restart_at = time.monotonic() + pause
+                elif time.monotonic() >= restart_at:
+                    self.children[index] = (name, self._popen(name))
+                    self.learner_restarts += 1
+                    restart_at = None
         return 0
 
     def stop(self) -> None:

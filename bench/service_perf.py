@@ -635,6 +635,7 @@ def _fields(answer: Any) -> dict[str, Any]:
 def _learner_child(data_dir: Path, points: list[int], seed: int) -> None:
     """The deployed learner (join, VW, DuckDB, snapshots) fed seeded events in-process."""
     from feature_store.store import DuckDBFeatureStore
+    from learner.collector import collect_between_polls
     from learner.consumer import Record
     from learner.online import learner_settings, publishing_hook
     from learner.service import Learner
@@ -655,17 +656,21 @@ def _learner_child(data_dir: Path, points: list[int], seed: int) -> None:
     )
     stream = event_stream(points[-1], seed)
     offset, started = 0, time.perf_counter()
-    for point in points:
-        while offset < point:
-            batch = [
-                Record(0, offset + i, value)
-                for i, (_, value) in zip(range(min(2_000, point - offset)), stream, strict=False)
-            ]
-            learner.process(batch, TOPIC)
-            learner.after_batch(None, idle=False)
-            offset += len(batch)
-        if not _pause(offset, started):
-            break
+    with collect_between_polls() as after_poll:  # as Learner.run collects
+        for point in points:
+            while offset < point:
+                batch = [
+                    Record(0, offset + i, value)
+                    for i, (_, value) in zip(
+                        range(min(2_000, point - offset)), stream, strict=False
+                    )
+                ]
+                learner.process(batch, TOPIC)
+                learner.after_batch(None, idle=False)
+                after_poll()
+                offset += len(batch)
+            if not _pause(offset, started):
+                break
     learner.close()
     store.close()
 

@@ -71,9 +71,24 @@ Signal = LearnStep | LearnCorrection | TaskResult | DeadLetter
 
 @dataclass
 class _Decision:
-    event: DecisionEvent
+    """A decision held for its outcome and, until the window closes, for corrections.
+
+    Once joined it keeps only its JSON: a parsed decision is some sixty dicts and lists that
+    the collector walks and the heap holds for the whole window; a correction (rare) parses
+    it again.
+    """
+
+    parsed: DecisionEvent | None
     raw: str
     joined: bool = False
+
+    @property
+    def event(self) -> DecisionEvent:
+        if self.parsed is not None:
+            return self.parsed
+        event = decode_event(self.raw.encode())
+        assert isinstance(event, DecisionEvent)
+        return event
 
 
 @dataclass(frozen=True)
@@ -191,11 +206,11 @@ class JoinBuffer:
         if isinstance(event, CorrectionEvent):
             self._on_correction(record, event, raw, signals)
             return
-        decision = record.event
         if record.joined:
             self.stats["duplicate_outcomes"] += 1
             signals.append(DeadLetter(raw, f"second outcome for decision {did!r}"))
             return
+        decision = record.event
         if event.model != decision.model:
             signals.append(
                 DeadLetter(
@@ -205,7 +220,7 @@ class JoinBuffer:
                 )
             )
             return
-        record.joined = True
+        record.joined, record.parsed = True, None
         task = self._tasks.get(decision.task_id)
         if not self.wait_for_task or (task is not None and task.result is not None):
             signals.append(LearnStep(decision, event, task.result if task else None))
@@ -218,7 +233,8 @@ class JoinBuffer:
     def _on_correction(
         self, record: _Decision, event: CorrectionEvent, raw: str, signals: list[Signal]
     ) -> None:
-        actions = record.event.actions
+        decision = record.event
+        actions = decision.actions
         if event.preferred_model is not None and event.preferred_model not in actions:
             signals.append(
                 DeadLetter(
@@ -231,7 +247,7 @@ class JoinBuffer:
         if event.preferred_model is None and event.rating is None:
             signals.append(DeadLetter(raw, "correction has neither preferred_model nor rating"))
             return
-        signals.append(LearnCorrection(record.event, event))
+        signals.append(LearnCorrection(decision, event))
 
     def _on_task_closed(
         self, event: TaskClosedEvent, raw: str, time: float, signals: list[Signal]
@@ -347,7 +363,7 @@ class JoinBuffer:
         for raw, joined in state["decisions"]:
             event = decode_event(raw.encode())
             assert isinstance(event, DecisionEvent)
-            self._decisions[event.decision_id] = _Decision(event, raw, joined)
+            self._decisions[event.decision_id] = _Decision(None if joined else event, raw, joined)
         self._expired = dict((k, v) for k, v in state["expired"])
         self._early = {did: [(t, raw) for t, raw in items] for did, items in state["early"]}
         self._tasks = {}

@@ -29,6 +29,7 @@ from typing import Any
 
 from learner.allocator import BudgetAllocator
 from learner.checkpoint import Checkpoint, atomic_write, read_checkpoint, write_checkpoint
+from learner.collector import collect_between_polls
 from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Record
 from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
 from learner.reward import RewardShaper
@@ -349,25 +350,34 @@ class Learner:
         self._last_status = time.monotonic()
 
     def run(self, consumer: EventConsumer, stop: threading.Event) -> None:
-        """Poll, learn and checkpoint until ``stop`` is set, then checkpoint once more."""
+        """Poll, learn and checkpoint until ``stop`` is set, then checkpoint once more.
+
+        The garbage collector runs between polls only (:mod:`learner.collector`).
+        """
         try:
-            while not stop.is_set():
-                try:
-                    records = consumer.poll()
-                    if self._follow_cluster(consumer):
-                        records = []  # fetched at positions of another cluster: read from 0
-                except BrokerUnavailable as exc:  # away or restarting: wait, never exit
-                    self._broker_failed(exc, stop)
-                    records = []
-                if records:
-                    self.process(records, consumer.topic)
-                self.after_batch(consumer, idle=not records)
+            with collect_between_polls() as after_poll:
+                while not stop.is_set():
+                    self._poll_once(consumer, stop)
+                    after_poll()
         finally:
             if self._dirty:
                 self.checkpoint()
                 with contextlib.suppress(Exception):
                     consumer.commit(self.positions)
             self.write_status()
+
+    def _poll_once(self, consumer: EventConsumer, stop: threading.Event) -> None:
+        """One poll: learn what it brought, then checkpoint, commit and publish when due."""
+        try:
+            records = consumer.poll()
+            if self._follow_cluster(consumer):
+                records = []  # fetched at positions of another cluster: read from 0
+        except BrokerUnavailable as exc:  # away or restarting: wait, never exit
+            self._broker_failed(exc, stop)
+            records = []
+        if records:
+            self.process(records, consumer.topic)
+        self.after_batch(consumer, idle=not records)
 
     def _broker_failed(self, exc: BrokerUnavailable, stop: threading.Event) -> None:
         """Count and (now and then) log a failed broker call, then pause before the next."""

@@ -249,3 +249,12 @@ def test_restore_decodes_events_equal_to_the_originals() -> None:
     [signal] = feed(resumed, closed("t1", 2))[1:]
     assert isinstance(signal, LearnStep)
     assert signal.decision == decode_event(encode_event(decision("d1", 0)))
+
+
+def test_joined_decision_is_held_as_json_and_parsed_again_for_a_correction() -> None:
+    join = buffer()
+    feed(join, decision("d1", 0), decision("d2", 0, task="t2"), outcome("d1", 1))
+    assert join._decisions["d1"].parsed is None  # joined: only its JSON is held
+    assert join._decisions["d2"].parsed == decision("d2", 0, task="t2")  # waiting: parsed
+    correction = CorrectionEvent(task_id="t1", decision_id="d1", occurred_at=at(2), rating="up")
+    assert feed(join, correction) == [LearnCorrection(decision("d1", 0), correction)]

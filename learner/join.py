@@ -84,11 +84,7 @@ class _Decision:
 
     @property
     def event(self) -> DecisionEvent:
-        if self.parsed is not None:
-            return self.parsed
-        event = decode_event(self.raw.encode())
-        assert isinstance(event, DecisionEvent)
-        return event
+        return self.parsed if self.parsed is not None else _decision(self.raw)
 
 
 @dataclass(frozen=True)
@@ -361,8 +357,7 @@ class JoinBuffer:
         self._seen = OrderedDict((k, v) for k, v in state["seen"])
         self._decisions = {}
         for raw, joined in state["decisions"]:
-            event = decode_event(raw.encode())
-            assert isinstance(event, DecisionEvent)
+            event = _decision(raw)
             self._decisions[event.decision_id] = _Decision(None if joined else event, raw, joined)
         self._expired = dict((k, v) for k, v in state["expired"])
         self._early = {did: [(t, raw) for t, raw in items] for did, items in state["early"]}
@@ -399,8 +394,14 @@ def _decision_problem(event: DecisionEvent) -> str | None:
     return None
 
 
+def _decision(raw: str) -> DecisionEvent:
+    """A held decision's JSON, parsed again."""
+    event = decode_event(raw.encode())
+    assert isinstance(event, DecisionEvent)
+    return event
+
+
 def _joined(decision_raw: str, outcome_raw: str) -> _Joined:
-    decision = decode_event(decision_raw.encode())
     outcome = decode_event(outcome_raw.encode())
-    assert isinstance(decision, DecisionEvent) and isinstance(outcome, OutcomeEvent)
-    return _Joined(decision, outcome, decision_raw, outcome_raw)
+    assert isinstance(outcome, OutcomeEvent)
+    return _Joined(_decision(decision_raw), outcome, decision_raw, outcome_raw)

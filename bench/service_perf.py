@@ -53,7 +53,8 @@ from bench.stack import FAST_CONSUMER_ENV, StackConfig, environment, full_stack
 from router_service.catalog import Catalog, ModelSpec
 from router_service.embedded_broker import EmbeddedBroker, ensure_topics, free_port
 from router_service.events import DecisionEvent, OutcomeEvent, TaskClosedEvent, encode_event
-from router_service.features import action_features, shared_features
+from router_service.features import cost_features, model_features, shared_features
+from router_service.model_facts import SentFacts, facts_id
 from router_service.schemas import DecideRequest
 
 P99_TARGET_MS = 2.0
@@ -126,9 +127,13 @@ def task_events(
     """One task's (key, value) events: decision + outcome per step, then the task's close.
 
     Features come from ``router_service.features`` over the default catalog, the pmf is
-    epsilon-greedy over every catalog model, and ids and event times are seeded.
+    epsilon-greedy over every catalog model, and ids and event times are seeded. Catalog
+    facts go by reference, carried once per task, as the router sends them.
     """
     task_id = f"perf-{task_no}"
+    facts = {m.id: model_features(m) for m in models}
+    refs = {m.id: facts_id(facts[m.id]) for m in models}
+    sent = SentFacts()
     domain, task_type = rng.choice(TRUST_DOMAINS), rng.choice(TASK_TYPES)
     at = EVENT_EPOCH + timedelta(seconds=task_no)
     events: list[Any] = []
@@ -170,9 +175,10 @@ def task_events(
                     context=request.context,
                 ),
                 action_features=[
-                    {**action_features(m, c), "recent": {"unseen": True}}
-                    for m, c in zip(models, costs, strict=True)
+                    {"recent": {"unseen": True}, "cost": cost_features(c)} for c in costs
                 ],
+                model_refs=[refs[m.id] for m in models],
+                model_facts={refs[m.id]: facts[m.id] for m in models},
                 policy_version="bench",
                 reserved_dollars=cost * 1.5,
                 total_dollars=1.0,
@@ -211,7 +217,13 @@ def task_events(
             decision_ids=[e.decision_id for e in events[0::2]],
         )
     )
-    return [(task_id.encode(), encode_event(e)) for e in events]
+    published: list[Any] = []
+    for event in events:
+        if isinstance(event, DecisionEvent):
+            sent.publish(event, published.append)
+        else:
+            published.append(event)
+    return [(task_id.encode(), encode_event(e)) for e in published]
 
 
 def event_stream(count: int, seed: int) -> Iterator[tuple[bytes, bytes]]:
@@ -484,10 +496,11 @@ def run_learner_process(bootstrap: str, count: int, data_dir: Path) -> dict[str,
 def vw_alone(values: list[bytes], seed: int, batched: bool = False) -> tuple[float, int]:
     """Seconds for one ``VWPolicyModel.learn`` per decision event (or one ``learn_many`` over
     all of them, as the learner does per poll), and how many updates."""
+    from learner.decoder import EventDecoder
     from learner.vw_model import ExplorationSpec, LabeledExample, VWPolicyModel
-    from router_service.events import decode_event
 
-    decisions = [e for e in map(decode_event, values) if isinstance(e, DecisionEvent)]
+    decoded = map(EventDecoder().decode, values)
+    decisions = [e for e in decoded if isinstance(e, DecisionEvent)]
     model = VWPolicyModel.create(ExplorationSpec("epsilon", EPSILON), seed=seed)
     rng = random.Random(seed)
     costs = [-rng.random() for _ in decisions]

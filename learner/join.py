@@ -24,13 +24,13 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from learner.decoder import EventDecoder
 from router_service.events import (
     AnyEvent,
     CorrectionEvent,
     DecisionEvent,
     OutcomeEvent,
     TaskClosedEvent,
-    decode_event,
 )
 
 
@@ -82,10 +82,6 @@ class _Decision:
     raw: str
     joined: bool = False
 
-    @property
-    def event(self) -> DecisionEvent:
-        return self.parsed if self.parsed is not None else _decision(self.raw)
-
 
 @dataclass(frozen=True)
 class _Joined:
@@ -116,7 +112,10 @@ class JoinBuffer:
         dedupe_window: float,
         task_wait: float,
         wait_for_task: bool = True,
+        decoder: EventDecoder | None = None,
     ) -> None:
+        self.decoder = decoder if decoder is not None else EventDecoder()
+        """Parses held events again, with the catalog facts their decisions refer to."""
         self.window = window
         self.dedupe_window = dedupe_window
         self.task_wait = task_wait
@@ -168,7 +167,7 @@ class JoinBuffer:
         self._decisions[did] = _Decision(event, raw)
         self._push(time + self.window, "decision", did)
         for _, early_raw in self._early.pop(did, []):
-            self._on_follow_up(decode_event(early_raw.encode()), early_raw, time, signals)
+            self._on_follow_up(self._parse(early_raw), early_raw, time, signals)
 
     def _on_follow_up(
         self,
@@ -206,7 +205,7 @@ class JoinBuffer:
             self.stats["duplicate_outcomes"] += 1
             signals.append(DeadLetter(raw, f"second outcome for decision {did!r}"))
             return
-        decision = record.event
+        decision = self._held(record)
         if event.model != decision.model:
             signals.append(
                 DeadLetter(
@@ -229,7 +228,7 @@ class JoinBuffer:
     def _on_correction(
         self, record: _Decision, event: CorrectionEvent, raw: str, signals: list[Signal]
     ) -> None:
-        decision = record.event
+        decision = self._held(record)
         actions = decision.actions
         if event.preferred_model is not None and event.preferred_model not in actions:
             signals.append(
@@ -347,31 +346,50 @@ class JoinBuffer:
             ],
             "heap": self._heap,
             "seq": self._seq,
+            "model_facts": self.decoder.to_state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load what :meth:`to_state` wrote."""
+        self.decoder.restore(state.get("model_facts", {}))  # absent before schema version 2
         watermark = state["watermark"]
         self.watermark = float("-inf") if watermark is None else watermark
         self.stats = Counter(state["stats"])
         self._seen = OrderedDict((k, v) for k, v in state["seen"])
         self._decisions = {}
         for raw, joined in state["decisions"]:
-            event = _decision(raw)
+            event = self._decision(raw)
             self._decisions[event.decision_id] = _Decision(None if joined else event, raw, joined)
         self._expired = dict((k, v) for k, v in state["expired"])
         self._early = {did: [(t, raw) for t, raw in items] for did, items in state["early"]}
         self._tasks = {}
         for task_id, result_raw, waiting in state["tasks"]:
-            result = None if result_raw is None else decode_event(result_raw.encode())
+            result = None if result_raw is None else self._parse(result_raw)
             assert result is None or isinstance(result, TaskClosedEvent)
-            joined = [_joined(d, o) for d, o in waiting]
+            joined = [self._joined(d, o) for d, o in waiting]
             self._tasks[task_id] = _Task(
                 result, result_raw, {j.decision.decision_id: j for j in joined}
             )
         self._heap = [tuple(entry) for entry in state["heap"]]  # type: ignore[misc]
         heapq.heapify(self._heap)
         self._seq = state["seq"]
+
+    def _parse(self, raw: str) -> AnyEvent:
+        return self.decoder.decode(raw.encode())
+
+    def _held(self, record: _Decision) -> DecisionEvent:
+        return record.parsed if record.parsed is not None else self._decision(record.raw)
+
+    def _decision(self, raw: str) -> DecisionEvent:
+        """A held decision's JSON, parsed again."""
+        event = self._parse(raw)
+        assert isinstance(event, DecisionEvent)
+        return event
+
+    def _joined(self, decision_raw: str, outcome_raw: str) -> _Joined:
+        outcome = self._parse(outcome_raw)
+        assert isinstance(outcome, OutcomeEvent)
+        return _Joined(self._decision(decision_raw), outcome, decision_raw, outcome_raw)
 
     def pending(self) -> int:
         """Decisions and early events held in memory."""
@@ -392,16 +410,3 @@ def _decision_problem(event: DecisionEvent) -> str | None:
             f"range for {sizes[0]} actions"
         )
     return None
-
-
-def _decision(raw: str) -> DecisionEvent:
-    """A held decision's JSON, parsed again."""
-    event = decode_event(raw.encode())
-    assert isinstance(event, DecisionEvent)
-    return event
-
-
-def _joined(decision_raw: str, outcome_raw: str) -> _Joined:
-    outcome = decode_event(outcome_raw.encode())
-    assert isinstance(outcome, OutcomeEvent)
-    return _Joined(_decision(decision_raw), outcome, decision_raw, outcome_raw)

@@ -31,12 +31,13 @@ from learner.allocator import BudgetAllocator
 from learner.checkpoint import Checkpoint, atomic_write, read_checkpoint, write_checkpoint
 from learner.collector import collect_between_polls
 from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Record
+from learner.decoder import EventDecoder
 from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
 from learner.reward import RewardShaper
 from learner.settings import BrokerUnavailable, CheckpointError, LearnerSettings
 from learner.store_writer import BackgroundWriter, FeatureStore
 from learner.vw_model import LabeledExample, VWPolicyModel, example_text
-from router_service.events import AnyEvent, EventError, decode_event
+from router_service.events import AnyEvent, EventError
 
 log = logging.getLogger(__name__)
 STATUS_FILE = "learner_status.json"
@@ -106,6 +107,7 @@ class Learner:
             settings.dedupe_window_seconds,
             settings.task_close_wait_seconds,
             wait_for_task=settings.task_credit_weight > 0,
+            decoder=EventDecoder(),
         )
         self.allocator = BudgetAllocator(
             settings.lambda_initial, settings.lambda_step, settings.spend_target_ratio
@@ -176,7 +178,7 @@ class Learner:
         same order, which gives the model bytes one ``learn`` per signal would.
         """
         events: list[AnyEvent] = []
-        positions, add = self.positions, self.join.add
+        positions, add, decode = self.positions, self.join.add, self.join.decoder.decode
         for record in records:
             partition, offset, value = record
             expected = positions.get(partition)
@@ -189,7 +191,7 @@ class Learner:
                 self._dead_letter("", "empty message (no value)", self._source(record, topic))
                 continue
             try:
-                event = decode_event(value)
+                event = decode(value)
             except EventError as exc:
                 payload = value.decode(errors="replace")
                 self._dead_letter(payload, exc.reason, self._source(record, topic))

@@ -14,17 +14,24 @@ from feature_store.snapshot import RollingFeature, recent_action_features
 from learner.vw_model import namespace_text
 from router_service.catalog import ModelSpec
 from router_service.features import model_features
+from router_service.model_facts import facts_id
 
 CACHED_CANDIDATES = 4096  # (model, step type, trust domain) triples
 
 
 @dataclass(frozen=True, slots=True)
 class StaticAction:
-    """A candidate's step-independent namespaces, as features and as VW text."""
+    """A candidate's step-independent namespaces, as features and as VW text.
+
+    ``facts`` (namespace ``model``) go into decision events by ``facts_ref``; ``logged`` (its
+    recent record) is written out in each event.
+    """
 
     model: ModelSpec
     recent: RollingFeature | None
-    features: dict[str, dict[str, float | str | bool]]
+    facts: dict[str, float | str | bool]
+    facts_ref: str
+    logged: dict[str, dict[str, float | str | bool]]
     text: str
 
 
@@ -47,8 +54,9 @@ class ActionCache:
         key = (model.id, step_type, domain)
         entry = self._entries.get(key)
         if entry is None or entry.model is not model or entry.recent is not recent:
-            features = {"model": model_features(model), **recent_action_features(recent)}
-            entry = StaticAction(model, recent, features, namespace_text(features))
+            facts, logged = model_features(model), recent_action_features(recent)
+            text = namespace_text({"model": facts, **logged})
+            entry = StaticAction(model, recent, facts, facts_id(facts), logged, text)
             if len(self._entries) >= self._size:
                 self._entries.clear()
             self._entries[key] = entry

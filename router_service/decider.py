@@ -174,6 +174,8 @@ def decide(
         estimated_costs=[c.estimated_cost for c in drawn_from],
         shared_features=shared,
         action_features=[features.of(c) for c in drawn_from],
+        model_refs=[features.facts_ref(c) for c in drawn_from],
+        model_facts=features.facts(drawn_from),
         policy_version=policy.version,
         governor_action=decision.action,
         reserved_dollars=reserved,
@@ -270,11 +272,19 @@ class _ActionFeatures:
         self._statics: dict[str, StaticAction] = {}
 
     def of(self, candidate: Costed) -> dict:
-        """The candidate's namespaces, as the decision event logs them."""
+        """The candidate's namespaces but its catalog facts, as the decision event logs them."""
         return {
-            **self._static(candidate).features,
+            **self._static(candidate).logged,
             "cost": cost_features(candidate.estimated_cost),
         }
+
+    def facts_ref(self, candidate: Costed) -> str:
+        return self._static(candidate).facts_ref
+
+    def facts(self, candidates: list[Costed]) -> dict[str, dict]:
+        """The candidates' catalog facts by content id (router_service.model_facts)."""
+        statics = [self._static(c) for c in candidates]
+        return {s.facts_ref: s.facts for s in statics}
 
     def text(self, candidate: Costed) -> str:
         """The candidate's features as VW text, rendered once per decision."""

@@ -2,6 +2,8 @@
 
 Imports only the standard library and pydantic, so the learner can use it without FastAPI.
 Every event has an ``event_id`` (consumers deduplicate on it) and is keyed by ``task_id``.
+Schema version 2 added a decision's ``model_refs`` and ``model_facts``; version 1 events are
+still read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FeatureValue = float | str | bool
 FeatureNamespaces = dict[str, dict[str, FeatureValue]]
 CostSource = Literal["reported", "catalog", "self_hosted_rate", "observed_estimate", "reservation"]
@@ -54,7 +56,7 @@ class EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: str = Field(default_factory=new_event_id, min_length=1)
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     task_id: str = Field(min_length=1)
     occurred_at: datetime = Field(default_factory=_now)
 
@@ -79,7 +81,18 @@ class DecisionEvent(EventBase):
     propensity: float = Field(gt=0, le=1)
     estimated_costs: list[float | None]
     shared_features: FeatureNamespaces
-    action_features: list[FeatureNamespaces]
+    action_features: list[FeatureNamespaces] = Field(
+        description="per action, its namespaces; without ``model`` when ``model_refs`` is given"
+    )
+    model_refs: list[str] = Field(
+        default_factory=list,
+        description="per action, the content id of its catalog facts (namespace ``model``)",
+    )
+    model_facts: dict[str, dict[str, FeatureValue]] = Field(
+        default_factory=dict,
+        description="catalog facts by content id, carried by the first decision of the task "
+        "to refer to them (router_service.model_facts)",
+    )
     policy_version: str
     governor_action: str = "proceed"
     reserved_dollars: float = Field(0.0, ge=0)

@@ -16,6 +16,7 @@ from router_service.catalog import Catalog
 from router_service.ledger import LedgerStore
 from router_service.ledger_store import default_ledger_uri, open_ledger_store
 from router_service.metrics import RouterMetrics
+from router_service.model_facts import SentFacts
 from router_service.observed_costs import ObservedCosts
 from router_service.policy import RoutingPolicy, build_policy
 from router_service.prompt_embedding import PromptEmbedder, prompt_embedder
@@ -47,6 +48,7 @@ class RouterState:
     auth: ApiKeyStore
     observed_costs: ObservedCosts = field(default_factory=ObservedCosts)
     action_cache: ActionCache = field(default_factory=ActionCache)
+    sent_facts: SentFacts = field(default_factory=SentFacts)
     rolling: dict[tuple[str, str, str], RollingFeature] = field(default_factory=dict)
     allocator_state: dict[str, Any] = field(default_factory=dict)
     refresher: PolicyRefresher | None = None

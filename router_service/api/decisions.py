@@ -73,7 +73,7 @@ def announce(
     """What follows a recorded decision: the task cache, the event, activity, metrics, log."""
     state.tasks.remember(decision)
     if event is not None:
-        state.publisher.publish(event)
+        state.sent_facts.publish(event, state.publisher.publish)
     state.activity.record(decision, task)
     state.metrics.observe(decision, time.perf_counter() - started)
     log.info(

@@ -85,6 +85,7 @@ async def close_task(
         await state.publisher.publish_durable_async(closed_event(record, view, body))
         raise
     task = await state.ledger_bound(state.tasks.mark_closed, task_id)
+    state.sent_facts.forget(task_id)
     await state.publisher.publish_durable_async(closed_event(record, ledger, body))
     state.activity.record_close(task, ledger)
     return task.model_copy(update={"ledger": ledger})

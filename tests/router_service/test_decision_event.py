@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+from learner.decoder import EventDecoder
 from learner.vw_model import namespace_text
 from router_service.decider import _ActionFeatures, decide, price_candidates
 from router_service.events import DecisionEvent, decode_event, encode_event
+from router_service.features import model_features
 from router_service.schemas import DecideRequest, TaskCreate
 from router_service.settings import Settings
 from router_service.state import RouterState
@@ -28,6 +30,8 @@ def test_decision_event_round_trips_through_the_learners_decoder(tmp_path: Path)
         assert decoded.decision_id == decision.decision_id
         assert decoded.actions[decoded.chosen_index] == decision.model
         assert abs(sum(decoded.pmf) - 1) < 1e-9
+        assert set(decoded.model_refs) == set(decoded.model_facts)
+        assert all("model" not in a for a in decoded.action_features)
     finally:
         state.close()
 
@@ -47,7 +51,14 @@ def test_the_text_the_router_scores_is_the_text_the_learner_renders(tmp_path: Pa
                 request, txn.books, state.catalog.snapshot(), domain, state
             )
         features = _ActionFeatures(state, request.step.type, task.trust_domain)
-        for candidate in candidates:
-            assert features.text(candidate) == namespace_text(features.of(candidate))
+        scored = {c.model.id: features.text(c) for c in candidates}
+        _, event = decide(request, task, state)
+        assert event is not None
+        learned = EventDecoder().decode(encode_event(event))
+        assert isinstance(learned, DecisionEvent)
+        catalog = state.catalog.snapshot()
+        for model_id, logged in zip(learned.actions, learned.action_features, strict=True):
+            assert logged["model"] == model_features(catalog[model_id])
+            assert namespace_text(logged) == scored[model_id]
     finally:
         state.close()

@@ -7,13 +7,18 @@ instead of a validated ``Decision`` model, which would cost more than the decisi
 
 from __future__ import annotations
 
+import threading
 import zlib
 from dataclasses import dataclass
+
+import zstandard
 
 from router_service.ledger import DecisionRef
 from router_service.schemas import Decision, LedgerView
 
 TOP_TOLERANCE = 1e-9
+ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # a zstd frame's magic number; zlib streams start otherwise
+_compressors = threading.local()  # zstd compressors are not safe to share between threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +84,18 @@ class ServedDecision:
 
 
 def pack(decision_json: bytes) -> bytes:
-    """A decision's JSON, compressed for keeping (fast level: it is on the hot path)."""
-    return zlib.compress(decision_json, 1)
+    """A decision's JSON, compressed for keeping: zstd level 1, as small as zlib's level 1 at
+    about a third of its cost (it is on the hot path)."""
+    compressor = getattr(_compressors, "zstd", None)
+    if compressor is None:
+        compressor = _compressors.zstd = zstandard.ZstdCompressor(level=1)
+    return compressor.compress(decision_json)
 
 
 def unpack(packed: bytes) -> bytes:
+    """What :func:`pack` kept; history written before zstd is zlib."""
+    if packed.startswith(ZSTD_FRAME):
+        return zstandard.decompress(packed)
     return zlib.decompress(packed)
 
 

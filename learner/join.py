@@ -112,9 +112,8 @@ class JoinBuffer:
         dedupe_window: float,
         task_wait: float,
         wait_for_task: bool = True,
-        decoder: EventDecoder | None = None,
     ) -> None:
-        self.decoder = decoder if decoder is not None else EventDecoder()
+        self.decoder = EventDecoder()
         """Parses held events again, with the catalog facts their decisions refer to."""
         self.window = window
         self.dedupe_window = dedupe_window

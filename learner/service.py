@@ -31,7 +31,6 @@ from learner.allocator import BudgetAllocator
 from learner.checkpoint import Checkpoint, atomic_write, read_checkpoint, write_checkpoint
 from learner.collector import collect_between_polls
 from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Record
-from learner.decoder import EventDecoder
 from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
 from learner.reward import RewardShaper
 from learner.settings import BrokerUnavailable, CheckpointError, LearnerSettings
@@ -107,7 +106,6 @@ class Learner:
             settings.dedupe_window_seconds,
             settings.task_close_wait_seconds,
             wait_for_task=settings.task_credit_weight > 0,
-            decoder=EventDecoder(),
         )
         self.allocator = BudgetAllocator(
             settings.lambda_initial, settings.lambda_step, settings.spend_target_ratio

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import orjson
 
+from router_service.bounded_cache import BoundedCache
 from router_service.events import DecisionEvent, FeatureValue
 
 TRACKED_TASKS = 4096  # tasks whose carried facts this router remembers
@@ -32,9 +32,8 @@ class SentFacts:
     """Which facts each task's decision events already carried, so later ones only refer."""
 
     def __init__(self, tracked_tasks: int = TRACKED_TASKS) -> None:
-        self._size = tracked_tasks
         self._lock = threading.Lock()
-        self._sent: OrderedDict[str, set[str]] = OrderedDict()
+        self._sent: BoundedCache[str, set[str]] = BoundedCache(tracked_tasks)
 
     def publish(self, event: DecisionEvent, publish: Callable[[DecisionEvent], None]) -> None:
         """Publish ``event`` without the facts its task carried before.
@@ -45,11 +44,8 @@ class SentFacts:
         with self._lock:
             sent = self._sent.get(event.task_id)
             if sent is None:
-                sent = self._sent[event.task_id] = set()
-                if len(self._sent) > self._size:
-                    self._sent.popitem(last=False)
-            else:
-                self._sent.move_to_end(event.task_id)
+                sent = set()
+                self._sent.put(event.task_id, sent)
             facts = event.model_facts
             if not sent.isdisjoint(facts):
                 new = {ref: f for ref, f in facts.items() if ref not in sent}
@@ -59,5 +55,4 @@ class SentFacts:
 
     def forget(self, task_id: str) -> None:
         """A closed task: its decisions are over."""
-        with self._lock:
-            self._sent.pop(task_id, None)
+        self._sent.drop(task_id)

@@ -34,6 +34,7 @@ from router_service.auth import (
     keys_router,
     unauthorized_handler,
 )
+from router_service.cpu_latency import hold_cpu_latency
 from router_service.errors import RouterError
 from router_service.metrics import metrics_router
 from router_service.policy_refresh import PolicyRefresher
@@ -51,6 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        latency = settings.cpu_latency_us
+        cpu_latency = None if latency is None else hold_cpu_latency(latency)
         state = RouterState.build(settings)
         app.state.router = state
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -79,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.providers.aclose()
             refresher.stop()
             state.close()
+            if cpu_latency is not None:
+                cpu_latency.close()
 
     app = FastAPI(
         title="budget-router",

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         300.0, ge=0, description="how long a closed task stays readable (late outcomes settle)"
     )
     prior_examples_per_kind: int = Field(30, ge=0)
+    cpu_latency_us: int | None = Field(
+        None,
+        ge=0,
+        description="hold /dev/cpu_dma_latency at this bound while serving (0: idle CPUs poll "
+        "instead of halting; decisions then run on warm caches); unset: leave the system alone",
+    )
     ledger_uri: str | None = Field(
         None,
         description="the budget ledger: sqlite:///PATH (default <data_dir>/ledger.sqlite3), "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib
 import json
@@ -51,7 +52,9 @@ from bench.decision_latency import (
 from bench.http_load import run
 from bench.stack import FAST_CONSUMER_ENV, StackConfig, environment, full_stack
 from router_service.catalog import Catalog, ModelSpec
+from router_service.cpu_latency import hold_cpu_latency
 from router_service.embedded_broker import EmbeddedBroker, ensure_topics, free_port
+from router_service.errors import ConfigError
 from router_service.events import DecisionEvent, OutcomeEvent, TaskClosedEvent, encode_event
 from router_service.features import cost_features, model_features, shared_features
 from router_service.model_facts import SentFacts, facts_id
@@ -830,6 +833,15 @@ def _mb(kb: float | None) -> str:
     return "n/a" if kb is None else f"{kb / 1024:.1f}"
 
 
+def _cpu_latency_line(max_us: int | None) -> str:
+    if max_us is None:
+        return "- CPU idle states: the machine's own (no PM QoS request held)"
+    return (
+        f"- CPU idle states: the run held `/dev/cpu_dma_latency` at {max_us} us throughout "
+        "(`--cpu-latency-us`; what `BUDGET_ROUTER_CPU_LATENCY_US` asks for), for every server"
+    )
+
+
 def render(document: dict[str, Any]) -> str:
     """The results page: machine, commands, seeds, every number, the targets' verdict."""
     meta, res = document["meta"], document["results"]
@@ -848,6 +860,7 @@ def render(document: dict[str, Any]) -> str:
         f"- Load average (1 min) at start: {m['load']}, at end: {meta['load_at_end']}; other "
         "processes were not stopped, and load generator and servers share the cores.",
         f"- Seed: {meta['seed']} (workloads, event streams, the router's sampling)",
+        _cpu_latency_line(meta.get("cpu_latency_us")),
         "",
         "## Targets",
         "",
@@ -1011,6 +1024,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         choices=("router", "learner", "bare-router", "bare-learner"),
         help=argparse.SUPPRESS,
     )
+    parser.add_argument(
+        "--cpu-latency-us",
+        type=int,
+        help="hold the Linux PM QoS CPU latency request at this bound for the whole run (needs "
+        "write access to /dev/cpu_dma_latency); routers and baseline alike run under it",
+    )
     parser.add_argument("--points", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -1042,12 +1061,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "latency": asdict(config.latency),
         "learner_events": config.learner_events,
         "memory_points": list(config.memory_points),
+        "cpu_latency_us": args.cpu_latency_us,
     }
     started = time.monotonic()
-    if args.only == "learner":
-        return learner_only(config, meta, args.out, started)
-    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
-        results = run_benchmark(config, Path(tmp))
+    with contextlib.ExitStack() as held:
+        if args.cpu_latency_us is not None:
+            try:
+                held.enter_context(hold_cpu_latency(args.cpu_latency_us))
+            except ConfigError as exc:
+                parser.error(f"--cpu-latency-us: {exc.__cause__ or exc}")
+        if args.only == "learner":
+            return learner_only(config, meta, args.out, started)
+        with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+            results = run_benchmark(config, Path(tmp))
     meta["wall_s"] = round(time.monotonic() - started, 1)
     meta["load_at_end"] = f"{os.getloadavg()[0]:.2f}"
     document = {"meta": meta, "results": results, "targets": targets(results)}

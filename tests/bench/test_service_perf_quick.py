@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+import bench.service_perf
 from bench.service_perf import STEPS_PER_TASK, _extrapolate, event_stream, main, targets
+from router_service.cpu_latency import hold_cpu_latency
 from router_service.events import DecisionEvent, TaskClosedEvent, decode_event
 
 SECTIONS = (
@@ -25,6 +29,7 @@ def test_quick_run_measures_every_part_without_errors(tmp_path: Path) -> None:
     for section in SECTIONS:
         assert section in text
     assert "Quick mode" in text
+    assert "- CPU idle states: the machine's own (no PM QoS request held)" in text
     saved = json.loads((tmp_path / "service_perf.json").read_text())
     assert saved["meta"]["quick"] and saved["targets"] == document["targets"]
     results = document["results"]
@@ -88,3 +93,17 @@ def test_targets_report_miss_factors_memory_growth_and_extrapolation() -> None:
     rows = [{"at": 0, "rss_kb": 100}, {"at": 1_000, "rss_kb": 200}, {"at": 2_000, "rss_kb": 300}]
     assert _extrapolate(rows) == 100_100
     assert _extrapolate(rows[:1]) is None
+
+
+def test_cpu_latency_flag_that_cannot_be_held_stops_before_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-dir" / "cpu_dma_latency"
+    monkeypatch.setattr(
+        bench.service_perf, "hold_cpu_latency", lambda max_us: hold_cpu_latency(max_us, missing)
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main(["--quick", "--cpu-latency-us", "0", "--out", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert "--cpu-latency-us: [Errno 2]" in capsys.readouterr().err
+    assert not (tmp_path / "service_perf.json").exists()

@@ -85,11 +85,16 @@ class ServedDecision:
 
 def pack(decision_json: bytes) -> bytes:
     """A decision's JSON, compressed for keeping: zstd level 1, as small as zlib's level 1 at
-    about a third of its cost (it is on the hot path)."""
+    about a third of its cost (it is on the hot path).
+
+    The frame is copied out: zstandard allocates its output at the compressed size's upper
+    bound, and a frame kept in that allocation leaves the rest of it as a hole in the heap
+    (in service_perf's router child, 52 MB more RSS at 100,000 decisions).
+    """
     compressor = getattr(_compressors, "zstd", None)
     if compressor is None:
         compressor = _compressors.zstd = zstandard.ZstdCompressor(level=1)
-    return compressor.compress(decision_json)
+    return memoryview(compressor.compress(decision_json)).tobytes()
 
 
 def unpack(packed: bytes) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import zlib
 
@@ -36,3 +38,34 @@ def test_threads_pack_at_once_without_sharing_a_compressor() -> None:
     for thread in threads:
         thread.join()
     assert all(results[i] == [answers[i]] * 300 for i in range(8))
+
+
+KEEP_RSS_SCRIPT = """
+import random, sys
+import orjson
+from router_service.served import pack
+
+def rss_kb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+rng = random.Random(0)
+answers = [
+    orjson.dumps({"decision_id": f"dec_{i}", "reasons": [f"{rng.random():.17f}" * 8],
+                  "alternatives": [{"model": f"m{j}", "p": rng.random()} for j in range(14)]})
+    for i in range(2_000)
+]
+before = rss_kb()
+kept = [pack(answers[i % len(answers)] + str(i).encode()) for i in range(20_000)]
+print(rss_kb() - before, sum(map(len, kept)) // 1024)
+"""
+
+
+def test_kept_answers_cost_about_their_packed_size_in_resident_memory() -> None:
+    """zstandard allocates its output at the compressed size's upper bound (about the input's
+    size); kept as is, each frame left that much memory behind it."""
+    result = subprocess.run(
+        [sys.executable, "-c", KEEP_RSS_SCRIPT], capture_output=True, text=True, check=True
+    )
+    grown_kb, packed_kb = map(int, result.stdout.split())
+    assert grown_kb < 2 * packed_kb + 2_048, (grown_kb, packed_kb)

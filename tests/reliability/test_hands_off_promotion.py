@@ -215,9 +215,13 @@ def test_outcomes_promote_a_champion_that_an_operator_pins_and_rolls_back(
     assert pinned.status_code == 200, pinned.text
     assert pinned.json()["pinned"]["version"] == second
     pin_actor = pinned.json()["pinned"]["actor"]
-    view = lifecycle(client)
-    assert view is not None
-    pending = view["challenger"]  # registered before the pin, gated after it
+    # The challenger alias still names the second champion until the learner registers the
+    # next version (right after the promotion, so before or just after the pin): gated after it.
+    pending = wait_while_sending(
+        traffic,
+        lambda: (v := lifecycle(client)) and v["challenger"] != second and v["challenger"],
+        "a challenger registered after the second champion",
+    )
     tags = wait_while_sending(
         traffic,
         lambda: (t := registry.version_tags(pending)).get("gate.outcome") and t,

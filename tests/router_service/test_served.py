@@ -41,7 +41,7 @@ def test_threads_pack_at_once_without_sharing_a_compressor() -> None:
 
 
 KEEP_RSS_SCRIPT = """
-import random, sys
+import random
 import orjson
 from router_service.served import pack
 

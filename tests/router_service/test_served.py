@@ -41,13 +41,10 @@ def test_threads_pack_at_once_without_sharing_a_compressor() -> None:
 
 
 KEEP_RSS_SCRIPT = """
-import random
+import os, random
 import orjson
+from bench.service_perf import vm_rss_kb
 from router_service.served import pack
-
-def rss_kb():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
 
 rng = random.Random(0)
 answers = [
@@ -55,9 +52,9 @@ answers = [
                   "alternatives": [{"model": f"m{j}", "p": rng.random()} for j in range(14)]})
     for i in range(2_000)
 ]
-before = rss_kb()
+before = vm_rss_kb(os.getpid())
 kept = [pack(answers[i % len(answers)] + str(i).encode()) for i in range(20_000)]
-print(rss_kb() - before, sum(map(len, kept)) // 1024)
+print(vm_rss_kb(os.getpid()) - before, sum(map(len, kept)) // 1024)
 """
 
 

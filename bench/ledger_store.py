@@ -2,8 +2,9 @@
 
 ``python -m bench.ledger_store [--decisions 20000] [--postgres-uri URI] [--out FILE.md]`` drives
 each store the way the router does for one step, one thread, no HTTP: the decision's transaction
-(lock the task's books, read the headroom, reserve and record the decision's history row, a 1 KB
-compressed decision), and the outcome (``settle`` then ``view``). A task is opened every 20
+(read the headroom, reserve and record the decision's history row, a 1 KB compressed decision;
+under the task's lock on the local stores, drafted on PostgreSQL), and the outcome (``settle``,
+which returns the books after it). A task is opened every 20
 decisions and closed after its last outcome. Without ``--postgres-uri`` it starts a throwaway
 PostgreSQL cluster from Debian's binaries. PostgreSQL is measured twice: as configured, and with
 ``synchronous_commit=off`` for the session (set in the URI), which stops waiting for the WAL
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import code_version, machine_facts
-from router_service.ledger import DecisionRef, LedgerStore, Reservation
+from router_service.ledger import DecisionRef, LedgerStore, LedgerTransaction, Reservation
 from router_service.ledger_memory import InMemoryLedger
 from router_service.ledger_postgres import PostgresLedgerStore
 from router_service.ledger_sqlite import SqliteLedgerStore
@@ -80,20 +81,9 @@ def drive(store: LedgerStore, decisions: int, seed: int, prefix: str) -> Timings
         decision_id = f"{prefix}-d{n}"
         dollars = round(rng.uniform(0.001, 0.02), 6)
         t0 = clock()
-        expires = store.now() + 900
-        with store.transaction(task_id) as txn:
-            txn.books.headroom("execution")
-            txn.reserve(
-                Reservation(
-                    decision_id, task_id, "m", "execution", dollars, 2_000, 450, False, expires
-                )
-            )
-            txn.books.view()
-            ref = DecisionRef(decision_id, task_id, "m", "proceed", "execution", "x", 450, dollars)
-            txn.record(ref, packed, is_step=True)
+        decide(store, task_id, decision_id, dollars, packed)
         t1 = clock()
-        store.settle(decision_id, dollars / 2, 2_000, 200)
-        store.view(task_id)
+        store.settle(decision_id, dollars / 2, 2_000, 200)  # it returns the books after it
         t2 = clock()
         timings.reserve.append(t1 - t0)
         timings.settle.append(t2 - t1)
@@ -102,6 +92,35 @@ def drive(store: LedgerStore, decisions: int, seed: int, prefix: str) -> Timings
             store.close_task(task_id)
     timings.wall_s = clock() - started
     return timings
+
+
+def decide(
+    store: LedgerStore, task_id: str, decision_id: str, dollars: float, packed: bytes
+) -> None:
+    """Reserve and record a decision as the router does: drafted on a remote store (on the
+    books it knows, else read), under the task's lock otherwise or when the draft loses."""
+    expires = store.now() + 900
+    reservation = Reservation(
+        decision_id, task_id, "m", "execution", dollars, 2_000, 450, False, expires
+    )
+    ref = DecisionRef(decision_id, task_id, "m", "proceed", "execution", "x", 450, dollars)
+    if store.remote:
+        draft = store.known_draft(task_id) or store.draft(task_id)
+        if draft is not None:
+            _fill(draft, reservation, ref, packed)
+            if draft.commit():
+                return
+    with store.transaction(task_id) as txn:
+        _fill(txn, reservation, ref, packed)
+
+
+def _fill(
+    txn: LedgerTransaction, reservation: Reservation, ref: DecisionRef, packed: bytes
+) -> None:
+    txn.books.headroom("execution")
+    txn.reserve(reservation)
+    txn.books.view()
+    txn.record(ref, packed, is_step=True)
 
 
 def endpoint_cpu(uri: str, prefix: str, tasks: int = 60, seed: int = 0) -> dict[str, float]:
@@ -249,10 +268,11 @@ def markdown(
         f"thread, a task opened every {DECISIONS_PER_TASK} decisions and closed after its last "
         f"outcome; seed {seed}",
         "",
-        "Phases of one cycle: **reserve** = the decision's transaction (lock the task's books, "
-        "read the headroom, commit the reservation with the decision's history row, a "
-        f"{PACKED_BYTES}-byte compressed decision); **settle** = the outcome (settle, then "
-        "read the books back). Times in microseconds.",
+        "Phases of one cycle: **reserve** = the decision's transaction (read the headroom, "
+        "commit the reservation with the decision's history row, a "
+        f"{PACKED_BYTES}-byte compressed decision: under the task's lock on the local stores, "
+        "drafted on PostgreSQL as the router does); **settle** = the outcome (settle, which "
+        "returns the books after it). Times in microseconds.",
         "",
         "| store | decisions/s | reserve p50 | reserve p99 "
         "| settle p50 | settle p99 | cycle p50 | cycle p99 |",

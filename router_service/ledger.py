@@ -54,6 +54,7 @@ class Settlement:
     output_tokens: int
     exceeded_reservation: bool
     expired: bool = False
+    ledger: LedgerView | None = None  # the task's books right after this booking
 
 
 class Booked(NamedTuple):
@@ -180,6 +181,7 @@ class TaskBooks:
                 cost_dollars, output_tokens, reservation.dollars, reservation.output_tokens
             ),
             expired=expired,
+            ledger=self.view(),
         )
 
     def expire(self, reservation: Reservation) -> Settlement:
@@ -248,7 +250,8 @@ class LedgerDraft(LedgerTransaction, Protocol):
     """A task's books read without a lock: decide, then commit only if nobody changed them."""
 
     def commit(self) -> bool:
-        """Write the reservations and records if the books are as read; False if they changed."""
+        """Write the reservations and records if the books are as read; False if they changed
+        (the store then knows the books as they are: ``known_draft`` drafts on them)."""
         ...
 
 
@@ -268,6 +271,11 @@ class LedgerStore(Protocol):
     def transaction(self, task_id: str) -> LedgerTransaction: ...
     def draft(self, task_id: str) -> LedgerDraft | None:
         """The books for a decision made without holding the lock; None: use ``transaction``."""
+        ...
+
+    def known_draft(self, task_id: str) -> LedgerDraft | None:
+        """A draft on the books as this process last saw them stored, without a round trip;
+        None: ask ``draft``."""
         ...
 
     def settle(

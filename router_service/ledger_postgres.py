@@ -15,11 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from router_service.bounded_cache import BoundedCache
 from router_service.errors import ConfigError, Unavailable
 from router_service.ledger import (
     Clock,
@@ -29,6 +30,7 @@ from router_service.ledger import (
     TaskBooks,
     task_closed,
 )
+from router_service.ledger_memory import unknown_task
 from router_service.ledger_schema import (
     BOOK_COLUMNS,
     INSERT_RESERVATION,
@@ -37,7 +39,9 @@ from router_service.ledger_schema import (
     RESERVATION_COLUMNS,
     SCHEMA,
     SETTLEMENT_COLUMNS,
+    book_values,
     books_from_row,
+    books_from_values,
     books_params,
     reservation_from_row,
     reservation_params,
@@ -45,9 +49,26 @@ from router_service.ledger_schema import (
     update_books_sql,
 )
 from router_service.ledger_sql import SqlLedgerStore
+from router_service.schemas import Budget, Task
 
 SCHEMA_LOCK = 0x6C656467  # pg_advisory_xact_lock key: replicas starting together create once
 CONNECT_TIMEOUT_SECONDS = 10.0
+KNOWN_TASKS = 4096  # tasks whose books this router keeps as it last saw them stored
+KNOWN_RESERVATIONS = 16384  # reservations this router made, for settling them without a read
+SETTLE_TRIES = 3  # conditional settlements on changed books before one takes the lock
+
+
+class Known(NamedTuple):
+    """A task's books as last seen stored: the budget's text (compared too: a purged task's id
+    may be opened again), the budget, whether closed, and the ``BOOK_COLUMNS`` values."""
+
+    budget_text: str
+    budget: Budget
+    closed: bool
+    values: tuple[Any, ...]
+
+    def books(self) -> TaskBooks:
+        return books_from_values(self.budget, self.closed, self.values)
 
 
 class PostgresLedgerStore(SqlLedgerStore):
@@ -65,6 +86,8 @@ class PostgresLedgerStore(SqlLedgerStore):
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(clock)
+        self._known: BoundedCache[str, Known] = BoundedCache(KNOWN_TASKS)
+        self._reservations: BoundedCache[str, Reservation] = BoundedCache(KNOWN_RESERVATIONS)
         self._pool = ConnectionPool(
             uri,
             min_size=1,
@@ -110,21 +133,57 @@ class PostgresLedgerStore(SqlLedgerStore):
         with self._read() as conn:  # autocommit: the statement is its own transaction
             return self._run(conn, text, params)
 
+    # --- what this router knows of the books --------------------------------------------------
+
+    def _remember_row(self, task_id: str, row: tuple[Any, ...]) -> Known:
+        """Keep ``budget, closed_at, {BOOK_COLUMNS}`` as read; the budget parsed once per text."""
+        budget_text, closed_at, *values = row
+        seen = self._known.get(task_id)
+        if seen is not None and seen.budget_text == budget_text:
+            budget = seen.budget
+        else:
+            budget = Budget.model_validate_json(budget_text)
+        known = Known(budget_text, budget, closed_at is not None, tuple(values))
+        self._known.put(task_id, known)
+        return known
+
+    def open_task(self, task: Task) -> None:
+        super().open_task(task)
+        budget_text = task.budget.model_dump_json()  # as the base class stored it
+        fresh = book_values(TaskBooks(task.budget))
+        self._known.put(task.task_id, Known(budget_text, task.budget, False, fresh))
+
+    def known_draft(self, task_id: str) -> PostgresDraft | None:
+        """A draft on the books as last seen (at this router's last commit for the task, or as
+        the last lost commit returned them): no round trip before the decision."""
+        known = self._known.get(task_id)
+        return None if known is None else self._draft_on(task_id, known)
+
     def draft(self, task_id: str) -> PostgresDraft | None:
         """The books read in one unlocked query; None when overdue reservations need the lock."""
         with self._read() as conn:
             row = self._task_row(conn, task_id, lock=False)
-        books = books_from_row(row)
+        return self._draft_on(task_id, self._remember_row(task_id, row))
+
+    def _draft_on(self, task_id: str, known: Known) -> PostgresDraft | None:
+        books = known.books()
         if books.closed:
             raise task_closed(task_id)
         if self._clock() >= books.next_expiry:
             return None
-        return PostgresDraft(self, task_id, books, row[2:])
+        return PostgresDraft(self, task_id, books, known)
 
     def _commit_draft(self, draft: PostgresDraft) -> bool:
         """One statement: the books written only if they still hold what was read, and with
-        them the draft's reservations and records; whether it was written."""
-        parts, params = [], [*books_params(draft.task_id, draft.books, None), *draft.seen]
+        them the draft's reservations and records; whether it was written. When not, the
+        statement returns the books as they are, which the next draft starts from."""
+        known = draft.known
+        params = [
+            *books_params(draft.task_id, draft.books, None),
+            known.budget_text,
+            *known.values,
+        ]
+        parts = []
         for index, reservation in enumerate(draft.pending):
             parts.append(f"held{index} AS ({_INSERT_RESERVATION_IF})")
             params.extend(reservation_params(reservation))
@@ -132,11 +191,78 @@ class PostgresLedgerStore(SqlLedgerStore):
             parts.append(f"logged{index} AS ({_INSERT_DECISION_IF})")
             params.extend((*ref, int(is_step), packed))
         ctes = "".join(f", {part}" for part in parts)
+        params.append(draft.task_id)
         with self._read() as conn:  # autocommit: one statement, one transaction
-            (written,) = self._run(
-                conn, f"WITH kept AS ({_UPDATE_BOOKS_IF}){ctes} SELECT count(*) FROM kept", params
+            written, *row = self._run(
+                conn, f"WITH kept AS ({_UPDATE_BOOKS_IF}){ctes} {_BOOKS_UNLESS_KEPT}", params
             ).fetchone()
-        return written == 1
+        if written:
+            self._known.put(draft.task_id, known._replace(values=book_values(draft.books)))
+            for reservation in draft.pending:
+                self._reservations.put(reservation.decision_id, reservation)
+            return True
+        if row[0] is None:
+            self._known.drop(draft.task_id)
+            raise unknown_task(draft.task_id)
+        self._remember_row(draft.task_id, tuple(row))
+        return False
+
+    # --- settling ------------------------------------------------------------------------------
+
+    def settle(
+        self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
+    ) -> Settlement:
+        """One conditional statement on the books as known (read first if not): it deletes the
+        reservation, records the settlement and writes the books only if the books are as
+        known; when they changed, it returns them and settling tries again on them. After
+        :data:`SETTLE_TRIES` changes, the base class settles under the lock."""
+        reservation = self._reservations.get(decision_id)
+        known = None if reservation is None else self._known.get(reservation.task_id)
+        try:
+            if reservation is None or known is None:
+                reservation, known = self._read_for_settling(decision_id)
+            for _ in range(SETTLE_TRIES):
+                books = known.books()
+                settlement = books.book(reservation, cost_dollars, input_tokens, output_tokens)
+                fresh = self._settle_if(settlement, known, books)
+                if fresh is None:
+                    return settlement
+                known = fresh
+            return super().settle(decision_id, cost_dollars, input_tokens, output_tokens)
+        finally:
+            self._reservations.drop(decision_id)
+
+    def _read_for_settling(self, decision_id: str) -> tuple[Reservation, Known]:
+        """The open reservation and its task's books, read unlocked in one query."""
+        with self._read() as conn:
+            row = self._run(conn, _RESERVATION_AND_BOOKS, (decision_id,)).fetchone()
+            if row is None:
+                self._raise_unsettleable(conn, decision_id)
+        width = len(RESERVATION_COLUMNS.split(","))
+        reservation = reservation_from_row(row[:width])
+        return reservation, self._remember_row(reservation.task_id, row[width:])
+
+    def _settle_if(self, settlement: Settlement, known: Known, books: TaskBooks) -> Known | None:
+        """Book ``settlement`` if the books are as ``known``: None if booked, else the books now."""
+        r = settlement.reservation
+        params = (
+            r.task_id,
+            known.budget_text,
+            *known.values,
+            r.decision_id,
+            *settlement_params(settlement, self._clock()),
+            *books_params(r.task_id, books, None),
+            r.decision_id,
+            r.task_id,
+        )
+        with self._read() as conn:  # autocommit: one statement, one transaction
+            booked, *row, open_ = self._run(conn, _SETTLE_IF, params).fetchone()
+            if booked:
+                self._known.put(r.task_id, known._replace(values=book_values(books)))
+                return None
+            if not open_ or row[0] is None:  # settled or expired meanwhile, or never made
+                self._raise_unsettleable(conn, r.decision_id)
+        return self._remember_row(r.task_id, tuple(row))
 
     def _commit_reservations(
         self, conn: Any, task_id: str, reservations: list[Reservation], books: TaskBooks
@@ -153,14 +279,8 @@ class PostgresLedgerStore(SqlLedgerStore):
     def _lock_for_settling(
         self, conn: Any, decision_id: str
     ) -> tuple[Reservation, TaskBooks] | None:
-        columns = _prefixed("r", RESERVATION_COLUMNS)
-        row = self._run(
-            conn,
-            f"SELECT {columns}, t.budget, t.closed_at, {_prefixed('t', BOOK_COLUMNS)} "
-            "FROM ledger_reservations r JOIN ledger_tasks t ON t.task_id = r.task_id "
-            "WHERE r.decision_id = ? FOR UPDATE OF t",
-            (decision_id,),
-        ).fetchone()
+        locking = f"{_RESERVATION_AND_BOOKS} FOR UPDATE OF t"
+        row = self._run(conn, locking, (decision_id,)).fetchone()
         if row is None:
             return None
         width = len(RESERVATION_COLUMNS.split(","))
@@ -196,12 +316,12 @@ class PostgresDraft:
     """
 
     def __init__(
-        self, store: PostgresLedgerStore, task_id: str, books: TaskBooks, seen: tuple[Any, ...]
+        self, store: PostgresLedgerStore, task_id: str, books: TaskBooks, known: Known
     ) -> None:
         self._store = store
         self.task_id = task_id
         self.books = books
-        self.seen = seen  # the book columns as read, compared at commit
+        self.known = known  # the books as last seen stored, compared at commit
         self.pending: list[Reservation] = []
         self.history: list[tuple[DecisionRef, bytes, bool]] = []
 
@@ -226,9 +346,13 @@ def _marks(columns: str) -> str:
     return ", ".join(["?"] * len(columns.split(",")))
 
 
+def _prefixed(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
+_AS_KNOWN = f"(budget, {BOOK_COLUMNS}) IS NOT DISTINCT FROM (?, {_marks(BOOK_COLUMNS)})"
 _UPDATE_BOOKS_IF = (
-    f"{update_books_sql(None)} AND closed_at IS NULL "
-    f"AND ({BOOK_COLUMNS}) IS NOT DISTINCT FROM ({_marks(BOOK_COLUMNS)}) RETURNING task_id"
+    f"{update_books_sql(None)} AND closed_at IS NULL AND {_AS_KNOWN} RETURNING task_id"
 )
 _INSERT_RESERVATION_IF = (
     f"INSERT INTO ledger_reservations ({RESERVATION_COLUMNS}) "
@@ -238,10 +362,34 @@ _INSERT_DECISION_IF = (
     f"INSERT INTO ledger_decisions ({REF_COLUMNS}, is_step, packed) "
     f"SELECT {_marks(REF_COLUMNS)}, ?, ? FROM kept"
 )
-
-
-def _prefixed(alias: str, columns: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+# One row: whether ``kept`` wrote; if not, the books as the statement's snapshot holds them
+# (all NULL if the task is gone).
+_BOOKS_UNLESS_KEPT = (
+    f"SELECT k.n, t.budget, t.closed_at, {_prefixed('t', BOOK_COLUMNS)} "
+    "FROM (SELECT count(*) AS n FROM kept) k "
+    "LEFT JOIN ledger_tasks t ON k.n = 0 AND t.task_id = ?"
+)
+_RESERVATION_AND_BOOKS = (
+    f"SELECT {_prefixed('r', RESERVATION_COLUMNS)}, t.budget, t.closed_at, "
+    f"{_prefixed('t', BOOK_COLUMNS)} "
+    "FROM ledger_reservations r JOIN ledger_tasks t ON t.task_id = r.task_id "
+    "WHERE r.decision_id = ?"
+)
+# The task's row is locked only if its books are as known; the reservation is deleted only
+# under that lock, and the settlement and the books are written only with that deletion.
+_SETTLE_IF = (
+    f"WITH locked AS MATERIALIZED (SELECT task_id FROM ledger_tasks WHERE task_id = ? "
+    f"AND {_AS_KNOWN} FOR UPDATE), "
+    "gone AS (DELETE FROM ledger_reservations WHERE decision_id = ? "
+    "AND task_id IN (SELECT task_id FROM locked) RETURNING decision_id), "
+    f"booked AS ({INSERT_SETTLEMENT.split(' VALUES ')[0]} "
+    f"SELECT {_marks(SETTLEMENT_COLUMNS)} FROM gone), "
+    f"kept AS ({update_books_sql(None)} AND EXISTS (SELECT 1 FROM gone) RETURNING task_id) "
+    f"SELECT g.n, t.budget, t.closed_at, {_prefixed('t', BOOK_COLUMNS)}, "
+    "EXISTS (SELECT 1 FROM ledger_reservations WHERE decision_id = ?) "
+    "FROM (SELECT count(*) AS n FROM gone) g "
+    "LEFT JOIN ledger_tasks t ON g.n = 0 AND t.task_id = ?"
+)
 
 
 def _safe(uri: str) -> str:

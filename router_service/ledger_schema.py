@@ -117,7 +117,8 @@ def update_books_sql(closed_at: float | None) -> str:
     )
 
 
-def books_params(task_id: str, books: TaskBooks, closed_at: float | None) -> tuple[Any, ...]:
+def book_values(books: TaskBooks) -> tuple[Any, ...]:
+    """The books as their ``BOOK_COLUMNS`` store them."""
     return (
         books.spent_dollars,
         books.input_tokens_used,
@@ -130,9 +131,12 @@ def books_params(task_id: str, books: TaskBooks, closed_at: float | None) -> tup
         books.reserved_output_tokens,
         books.open_reservations,
         None if math.isinf(books.next_expiry) else books.next_expiry,
-        *((closed_at,) if closed_at is not None else ()),
-        task_id,
     )
+
+
+def books_params(task_id: str, books: TaskBooks, closed_at: float | None) -> tuple[Any, ...]:
+    closing = (closed_at,) if closed_at is not None else ()
+    return (*book_values(books), *closing, task_id)
 
 
 def reservation_params(r: Reservation) -> tuple[Any, ...]:
@@ -165,16 +169,21 @@ def settlement_params(settlement: Settlement, now: float) -> tuple[Any, ...]:
 
 def books_from_row(row: tuple[Any, ...]) -> TaskBooks:
     """Books from ``budget, closed_at, {BOOK_COLUMNS}``."""
-    budget, closed_at, spent, used_in, used_out, retries, steps, by_kind = row[:8]
-    reserved, reserved_in, reserved_out, count, next_expiry = row[8:]
+    return books_from_values(Budget.model_validate_json(row[0]), row[1] is not None, row[2:])
+
+
+def books_from_values(budget: Budget, closed: bool, values: tuple[Any, ...]) -> TaskBooks:
+    """Books from a budget and the values of ``BOOK_COLUMNS``."""
+    spent, used_in, used_out, retries, steps, by_kind = values[:6]
+    reserved, reserved_in, reserved_out, count, next_expiry = values[6:]
     return TaskBooks(
-        budget=Budget.model_validate_json(budget),
+        budget=budget,
         spent_dollars=spent,
         input_tokens_used=used_in,
         output_tokens_used=used_out,
         retries_used=retries,
         steps=steps,
-        closed=closed_at is not None,
+        closed=closed,
         committed_by_kind=json.loads(by_kind),
         reserved_dollars=reserved,
         reserved_input_tokens=reserved_in,

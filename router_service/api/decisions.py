@@ -39,14 +39,18 @@ async def serve_decision(
     """Decide a step for an open task, record and publish it; ``started`` is perf_counter.
 
     On a store across the network only the round trips leave the event loop: the books are
-    read, the decision is made here, and the draft is committed if the books did not change
-    meanwhile; after :data:`DRAFT_TRIES` lost races (or with overdue reservations to expire)
-    the decision is made holding the task's lock, on a worker thread.
+    read (unless the store knows them from its last commit for the task), the decision is made
+    here, and the draft is committed if the books did not change meanwhile; a lost commit
+    returns the books as they are. After :data:`DRAFT_TRIES` lost races (or with overdue
+    reservations to expire) the decision is made holding the task's lock, on a worker thread.
     """
-    if not state.ledger.remote:
+    ledger = state.ledger
+    if not ledger.remote:
         return make_decision(state, body, task, started)
     for _ in range(DRAFT_TRIES):
-        draft = await asyncio.to_thread(state.ledger.draft, task.task_id)
+        draft = ledger.known_draft(task.task_id) or await asyncio.to_thread(
+            ledger.draft, task.task_id
+        )
         if draft is None:
             break
         decision, event = decide(body, task, state, draft)

@@ -503,7 +503,7 @@ def vw_alone(values: list[bytes], seed: int, batched: bool = False) -> tuple[flo
     from learner.vw_model import ExplorationSpec, LabeledExample, VWPolicyModel
 
     decoded = map(EventDecoder().decode, values)
-    decisions = [e for e in decoded if isinstance(e, DecisionEvent)]
+    decisions = [e for e in decoded if e.type == "decision"]
     model = VWPolicyModel.create(ExplorationSpec("epsilon", EPSILON), seed=seed)
     rng = random.Random(seed)
     costs = [-rng.random() for _ in decisions]

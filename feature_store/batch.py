@@ -4,6 +4,8 @@ Pure logic shared by every store implementation, so they agree on idempotency: a
 (type, ``event_id``) is already stored, or appears earlier in the batch, is a duplicate and
 changes nothing; a second outcome for a decision, a second decision with the same
 ``decision_id`` or a second close of a task is rejected with a reason, and the first one stays.
+Events are read by attribute and told apart by ``type``: the router's pydantic events and the
+learner's structs (learner.wire_events) alike.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def plan_batch(events: Sequence[AnyStoredEvent], existing: ExistingKeys) -> Batc
             plan.duplicates += 1
             continue
         reason: str | None = None
-        if isinstance(event, DecisionEvent):
+        kind = event.type
+        if kind == "decision":
             owner = decision_owner.get(event.decision_id)
             reason = decision_problem(event)
             if owner is not None:
@@ -119,7 +122,7 @@ def plan_batch(events: Sequence[AnyStoredEvent], existing: ExistingKeys) -> Batc
             if reason is None:
                 decision_owner[event.decision_id] = event.event_id
                 plan.decisions.append(event)
-        elif isinstance(event, OutcomeEvent):
+        elif kind == "outcome":
             owner = outcome_owner.get(event.decision_id)
             if owner is not None:
                 reason = (
@@ -129,7 +132,7 @@ def plan_batch(events: Sequence[AnyStoredEvent], existing: ExistingKeys) -> Batc
             else:
                 outcome_owner[event.decision_id] = event.event_id
                 plan.outcomes.append(event)
-        elif isinstance(event, CorrectionEvent):
+        elif kind == "correction":
             plan.corrections.append(event)
         else:
             owner = task_owner.get(event.task_id)

@@ -34,7 +34,6 @@ from feature_store.schema import (
     to_utc_naive,
 )
 from feature_store.snapshot import RollingFeature, atomic_path, write_rolling_snapshot
-from router_service.events import DecisionEvent, OutcomeEvent, TaskClosedEvent
 
 _TABLES = {
     "decision": "decisions",
@@ -188,10 +187,8 @@ class DuckDBFeatureStore:
                     {"ids": ids},
                 ).fetchall()
                 stored.update((event_type, r[0]) for r in rows)
-        decision_ids = sorted(
-            {e.decision_id for e in events if isinstance(e, DecisionEvent | OutcomeEvent)}
-        )
-        task_ids = sorted({e.task_id for e in events if isinstance(e, TaskClosedEvent)})
+        decision_ids = sorted({e.decision_id for e in events if e.type in ("decision", "outcome")})
+        task_ids = sorted({e.task_id for e in events if e.type == "task_closed"})
 
         def owners(table: str, key: str, keys: list[str]) -> dict[str, str]:
             if not keys:

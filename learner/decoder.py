@@ -11,26 +11,29 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from router_service.events import AnyEvent, DecisionEvent, EventError, decode_event
+import msgspec
+
+from learner.wire_events import AnyWireEvent, Decision, decode_wire
+from router_service.events import EventError
 
 KEPT_FACTS = 65_536  # content ids, least recently used dropped first
 
 
 class EventDecoder:
-    """``decode_event``, completing decisions from the catalog facts read so far."""
+    """``decode_wire``, completing decisions from the catalog facts read so far."""
 
     def __init__(self, kept: int = KEPT_FACTS) -> None:
         self._kept = kept
         self._facts: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def decode(self, data: bytes) -> AnyEvent:
+    def decode(self, data: bytes) -> AnyWireEvent:
         """One event, or :class:`EventError` naming what is wrong or missing."""
-        event = decode_event(data)
-        if event.type == "decision" and event.model_refs:
-            return self._complete(event)
+        event = decode_wire(data)
+        if event.type == "decision" and event.model_refs:  # type: ignore[union-attr]
+            return self._complete(event)  # type: ignore[arg-type]
         return event
 
-    def _complete(self, event: DecisionEvent) -> DecisionEvent:
+    def _complete(self, event: Decision) -> Decision:
         facts = self._facts
         for ref, carried in event.model_facts.items():
             facts[ref] = carried
@@ -56,8 +59,9 @@ class EventDecoder:
             facts.move_to_end(ref)
         while len(facts) > self._kept:
             facts.popitem(last=False)
-        update = {"action_features": complete, "model_refs": [], "model_facts": {}}
-        return event.model_copy(update=update)
+        return msgspec.structs.replace(
+            event, action_features=complete, model_refs=[], model_facts={}
+        )
 
     def to_state(self) -> dict[str, dict[str, Any]]:
         """The facts read so far, oldest use first, as JSON-able data."""

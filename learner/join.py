@@ -12,7 +12,7 @@ signals, whatever the batch boundaries: this is what makes a restart from a chec
 - An outcome for a decision that already expired is late: dead-lettered with the delay.
 - An event whose ``event_id`` was seen in the last ``dedupe_window`` seconds is a duplicate and
   ignored; a second outcome for a joined decision is dead-lettered.
-- A joined step waits up to ``task_wait`` seconds for its task's result (``TaskClosedEvent``)
+- A joined step waits up to ``task_wait`` seconds for its task's result (a task-closed event)
   so the task's success and quality can be credited to it; with a zero task-credit weight
   it is learned at once.
 """
@@ -25,37 +25,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from learner.decoder import EventDecoder
-from router_service.events import (
-    AnyEvent,
-    CorrectionEvent,
-    DecisionEvent,
-    OutcomeEvent,
-    TaskClosedEvent,
-)
+from learner.wire_events import AnyWireEvent, Correction, Decision, Outcome, TaskClosed
 
 
 @dataclass(frozen=True)
 class LearnStep:
     """A decision joined with its outcome and, when known in time, its task's result."""
 
-    decision: DecisionEvent
-    outcome: OutcomeEvent
-    task: TaskClosedEvent | None
+    decision: Decision
+    outcome: Outcome
+    task: TaskClosed | None
 
 
 @dataclass(frozen=True)
 class LearnCorrection:
     """A human correction of a known decision."""
 
-    decision: DecisionEvent
-    correction: CorrectionEvent
+    decision: Decision
+    correction: Correction
 
 
 @dataclass(frozen=True)
 class TaskResult:
     """A task closed: its spend feeds the budget allocator."""
 
-    task: TaskClosedEvent
+    task: TaskClosed
 
 
 @dataclass(frozen=True)
@@ -78,28 +72,28 @@ class _Decision:
     it again.
     """
 
-    parsed: DecisionEvent | None
+    parsed: Decision | None
     raw: str
     joined: bool = False
 
 
 @dataclass(frozen=True)
 class _Joined:
-    decision: DecisionEvent
-    outcome: OutcomeEvent
+    decision: Decision
+    outcome: Outcome
     decision_raw: str
     outcome_raw: str
 
 
 @dataclass
 class _Task:
-    result: TaskClosedEvent | None = None
+    result: TaskClosed | None = None
     result_raw: str | None = None
     # Joined steps waiting for the result, in join order, by decision id.
     waiting: dict[str, _Joined] = field(default_factory=dict)
 
 
-def event_time(event: AnyEvent) -> float:
+def event_time(event: AnyWireEvent) -> float:
     return event.occurred_at.timestamp()
 
 
@@ -131,7 +125,7 @@ class JoinBuffer:
         self._heap: list[tuple[float, int, str, str, str]] = []
         self._seq = 0
 
-    def add(self, event: AnyEvent, raw: str) -> list[Signal]:
+    def add(self, event: AnyWireEvent, raw: str) -> list[Signal]:
         """Feed one decoded event (``raw`` is its JSON); returns what became learnable."""
         if event.event_id in self._seen:
             self.stats["duplicates"] += 1
@@ -142,19 +136,18 @@ class JoinBuffer:
         if time > self.watermark:
             self.watermark = time
             self._expire(signals)
-        if isinstance(event, DecisionEvent):
-            self._on_decision(event, raw, time, signals)
-        elif isinstance(event, OutcomeEvent | CorrectionEvent):
-            self._on_follow_up(event, raw, time, signals)
+        kind = event.type
+        if kind == "decision":
+            self._on_decision(event, raw, time, signals)  # type: ignore[arg-type]
+        elif kind == "task_closed":
+            self._on_task_closed(event, raw, time, signals)  # type: ignore[arg-type]
         else:
-            self._on_task_closed(event, raw, time, signals)
+            self._on_follow_up(event, raw, time, signals)  # type: ignore[arg-type]
         return signals
 
     # -- arrivals -----------------------------------------------------------------------
 
-    def _on_decision(
-        self, event: DecisionEvent, raw: str, time: float, signals: list[Signal]
-    ) -> None:
+    def _on_decision(self, event: Decision, raw: str, time: float, signals: list[Signal]) -> None:
         did = event.decision_id
         if did in self._decisions or did in self._expired:
             signals.append(DeadLetter(raw, f"decision_id {did!r} was already seen"))
@@ -170,7 +163,7 @@ class JoinBuffer:
 
     def _on_follow_up(
         self,
-        event: OutcomeEvent | CorrectionEvent,
+        event: Outcome | Correction,
         raw: str,
         time: float,
         signals: list[Signal],
@@ -197,8 +190,8 @@ class JoinBuffer:
             if time + self.window < self.watermark:  # already too old to wait for its decision
                 self._expire_early(did, signals)
             return
-        if isinstance(event, CorrectionEvent):
-            self._on_correction(record, event, raw, signals)
+        if event.type == "correction":
+            self._on_correction(record, event, raw, signals)  # type: ignore[arg-type]
             return
         if record.joined:
             self.stats["duplicate_outcomes"] += 1
@@ -225,7 +218,7 @@ class JoinBuffer:
         self._push(time + self.task_wait, "task_wait", decision.task_id, did)
 
     def _on_correction(
-        self, record: _Decision, event: CorrectionEvent, raw: str, signals: list[Signal]
+        self, record: _Decision, event: Correction, raw: str, signals: list[Signal]
     ) -> None:
         decision = self._held(record)
         actions = decision.actions
@@ -244,7 +237,7 @@ class JoinBuffer:
         signals.append(LearnCorrection(decision, event))
 
     def _on_task_closed(
-        self, event: TaskClosedEvent, raw: str, time: float, signals: list[Signal]
+        self, event: TaskClosed, raw: str, time: float, signals: list[Signal]
     ) -> None:
         signals.append(TaskResult(event))
         task = self._tasks.setdefault(event.task_id, _Task())
@@ -364,7 +357,7 @@ class JoinBuffer:
         self._tasks = {}
         for task_id, result_raw, waiting in state["tasks"]:
             result = None if result_raw is None else self._parse(result_raw)
-            assert result is None or isinstance(result, TaskClosedEvent)
+            assert result is None or result.type == "task_closed"
             joined = [self._joined(d, o) for d, o in waiting]
             self._tasks[task_id] = _Task(
                 result, result_raw, {j.decision.decision_id: j for j in joined}
@@ -373,21 +366,21 @@ class JoinBuffer:
         heapq.heapify(self._heap)
         self._seq = state["seq"]
 
-    def _parse(self, raw: str) -> AnyEvent:
+    def _parse(self, raw: str) -> AnyWireEvent:
         return self.decoder.decode(raw.encode())
 
-    def _held(self, record: _Decision) -> DecisionEvent:
+    def _held(self, record: _Decision) -> Decision:
         return record.parsed if record.parsed is not None else self._decision(record.raw)
 
-    def _decision(self, raw: str) -> DecisionEvent:
+    def _decision(self, raw: str) -> Decision:
         """A held decision's JSON, parsed again."""
         event = self._parse(raw)
-        assert isinstance(event, DecisionEvent)
+        assert event.type == "decision"
         return event
 
     def _joined(self, decision_raw: str, outcome_raw: str) -> _Joined:
         outcome = self._parse(outcome_raw)
-        assert isinstance(outcome, OutcomeEvent)
+        assert outcome.type == "outcome"
         return _Joined(self._decision(decision_raw), outcome, decision_raw, outcome_raw)
 
     def pending(self) -> int:
@@ -396,7 +389,7 @@ class JoinBuffer:
         return len(self._decisions) + sum(len(v) for v in self._early.values()) + waiting
 
 
-def _decision_problem(event: DecisionEvent) -> str | None:
+def _decision_problem(event: Decision) -> str | None:
     sizes = (len(event.actions), len(event.pmf), len(event.action_features))
     if len(set(sizes)) != 1:
         return (

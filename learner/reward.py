@@ -8,7 +8,7 @@ budget price of the step's trust domain (see :mod:`learner.allocator`)::
              task_value = task quality if the task succeeded else 0
     reward = value - lambda * cost_dollars / total_dollars
 
-``total_dollars`` is the task's budget from its ``TaskClosedEvent`` when known, else the
+``total_dollars`` is the task's budget from its task-closed event when known, else the
 decision's ``total_dollars`` if the event carries one, else the configured reference, so
 ``lambda`` is unit-free: the quality one would trade for spending the whole budget. The
 learner calls VW with ``cost = -reward`` and the logged propensity.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router_service.events import CorrectionEvent, DecisionEvent, OutcomeEvent, TaskClosedEvent
+from learner.wire_events import Correction, Decision, Outcome, TaskClosed
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class RewardShaper:
     correction_high: float = 1.0
     correction_low: float = 0.0
 
-    def task_dollars(self, decision: DecisionEvent, task: TaskClosedEvent | None) -> float:
+    def task_dollars(self, decision: Decision, task: TaskClosed | None) -> float:
         """The budget that normalises a step's cost."""
         if task is not None:
             return task.total_dollars
@@ -44,9 +44,9 @@ class RewardShaper:
 
     def step_reward(
         self,
-        decision: DecisionEvent,
-        outcome: OutcomeEvent,
-        task: TaskClosedEvent | None,
+        decision: Decision,
+        outcome: Outcome,
+        task: TaskClosed | None,
         budget_price: float,
     ) -> float:
         """Quality (with task credit) minus ``budget_price`` times the budget fraction spent."""
@@ -58,7 +58,7 @@ class RewardShaper:
         return value - budget_price * spent
 
     def correction_updates(
-        self, decision: DecisionEvent, correction: CorrectionEvent
+        self, decision: Decision, correction: Correction
     ) -> list[tuple[int, float]]:
         """(action index, reward) pairs to learn with probability 1."""
         chosen = decision.chosen_index

@@ -36,7 +36,8 @@ from learner.reward import RewardShaper
 from learner.settings import BrokerUnavailable, CheckpointError, LearnerSettings
 from learner.store_writer import BackgroundWriter, FeatureStore
 from learner.vw_model import LabeledExample, VWPolicyModel, example_text
-from router_service.events import AnyEvent, EventError
+from learner.wire_events import AnyWireEvent, wire_json
+from router_service.events import EventError
 
 log = logging.getLogger(__name__)
 STATUS_FILE = "learner_status.json"
@@ -60,7 +61,7 @@ def _unit_weight(domain: str) -> float:
 class NoStore:
     """A feature store that keeps nothing, for when none is configured."""
 
-    def write_events(self, events: Sequence[AnyEvent]) -> None:
+    def write_events(self, events: Sequence[AnyWireEvent]) -> None:
         return None
 
 
@@ -175,7 +176,7 @@ class Learner:
         are those of that moment); the VW updates of the batch then run in one call, in the
         same order, which gives the model bytes one ``learn`` per signal would.
         """
-        events: list[AnyEvent] = []
+        events: list[AnyWireEvent] = []
         positions, add, decode = self.positions, self.join.add, self.join.decoder.decode
         for record in records:
             partition, offset, value = record
@@ -244,7 +245,7 @@ class Learner:
         try:
             self._examples.append(example_text(example))
         except ValueError as exc:
-            self._dead_letter(decision.model_dump_json(), f"cannot learn: {exc}", None)
+            self._dead_letter(wire_json(decision), f"cannot learn: {exc}", None)
             return
         self.counters["model_updates"] += 1
 

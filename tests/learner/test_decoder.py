@@ -8,6 +8,7 @@ import pytest
 
 from learner.decoder import EventDecoder
 from learner.join import JoinBuffer, LearnStep
+from learner.wire_events import Decision, wire_event
 from router_service.events import DecisionEvent, EventError, encode_event
 from router_service.model_facts import facts_id
 from tests.learner.test_join import decision, outcome
@@ -34,7 +35,7 @@ def test_a_later_decision_is_completed_from_facts_an_earlier_one_carried() -> No
     first = decoder.decode(encode_event(lean("d1", 0, carried=True)))
     second = decoder.decode(encode_event(lean("d2", 1, carried=False)))
     for event in (first, second):
-        assert isinstance(event, DecisionEvent)
+        assert isinstance(event, Decision)
         assert event.action_features == [
             {"model": FACTS_A, "cost": {"log_cost": -0.5}},
             {"model": FACTS_B, "cost": {"log_cost": -0.2}},
@@ -44,7 +45,7 @@ def test_a_later_decision_is_completed_from_facts_an_earlier_one_carried() -> No
 
 def test_a_complete_decision_passes_through_unchanged() -> None:
     event = decision("d1", 0)
-    assert EventDecoder().decode(encode_event(event)) == event
+    assert EventDecoder().decode(encode_event(event)) == wire_event(event)
 
 
 @pytest.mark.parametrize(
@@ -87,5 +88,5 @@ def test_a_restored_join_completes_held_decisions_and_new_ones() -> None:
     signals = resumed.add(outcome("d1", 5), encode_event(outcome("d1", 5)).decode())
     assert signals == [LearnStep(first, outcome("d1", 5), None)]
     later = resumed.decoder.decode(encode_event(lean("d2", 6, carried=False)))
-    assert isinstance(later, DecisionEvent)
+    assert isinstance(later, Decision)
     assert [a["model"] for a in later.action_features] == [FACTS_A, FACTS_B]

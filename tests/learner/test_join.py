@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from learner.join import DeadLetter, JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
+from learner.wire_events import wire_event
 from router_service.events import (
     AnyEvent,
     CorrectionEvent,
@@ -92,8 +93,15 @@ def closed(task: str, seconds: float, **overrides: object) -> TaskClosedEvent:
 def feed(buffer: JoinBuffer, *events: AnyEvent) -> list[Signal]:
     signals: list[Signal] = []
     for event in events:
-        signals += buffer.add(event, encode_event(event).decode())
+        signals += buffer.add(wire_event(event), encode_event(event).decode())  # as decoded
     return signals
+
+
+def learned(
+    decision: DecisionEvent, outcome: OutcomeEvent, task: TaskClosedEvent | None = None
+) -> LearnStep:
+    """The step the join gives for these events (as the learner decodes them)."""
+    return LearnStep(wire_event(decision), wire_event(outcome), task and wire_event(task))
 
 
 def buffer(wait_for_task: bool = False) -> JoinBuffer:
@@ -108,7 +116,7 @@ def reasons(signals: list[Signal]) -> list[str]:
 
 def test_outcome_joins_its_decision() -> None:
     signals = feed(buffer(), decision("d1", 0), outcome("d1", 5))
-    assert signals == [LearnStep(decision("d1", 0), outcome("d1", 5), None)]
+    assert signals == [learned(decision("d1", 0), outcome("d1", 5))]
 
 
 def test_outcome_before_its_decision_waits_for_it() -> None:
@@ -116,7 +124,7 @@ def test_outcome_before_its_decision_waits_for_it() -> None:
     assert feed(join, outcome("d1", 5)) == []
     assert join.pending() == 1
     signals = feed(join, decision("d1", 0))
-    assert signals == [LearnStep(decision("d1", 0), outcome("d1", 5), None)]
+    assert signals == [learned(decision("d1", 0), outcome("d1", 5))]
     assert join.pending() == 1  # the decision stays for corrections until its window ends
 
 
@@ -184,20 +192,20 @@ def test_steps_wait_for_the_task_result_and_get_its_credit() -> None:
     signals = feed(join, outcome("d2", 3), closed("t1", 4))
     task = closed("t1", 4)
     assert signals == [
-        TaskResult(task),
-        LearnStep(decision("d1", 0), outcome("d1", 1), task),
-        LearnStep(decision("d2", 2), outcome("d2", 3), task),
+        TaskResult(wire_event(task)),
+        learned(decision("d1", 0), outcome("d1", 1), task),
+        learned(decision("d2", 2), outcome("d2", 3), task),
     ]
     # A step joined after the close is learned at once, with the credit.
     later = feed(join, decision("d3", 5), outcome("d3", 6))
-    assert later == [LearnStep(decision("d3", 5), outcome("d3", 6), task)]
+    assert later == [learned(decision("d3", 5), outcome("d3", 6), task)]
 
 
 def test_step_without_task_result_is_learned_after_the_wait() -> None:
     join = buffer(wait_for_task=True)
     feed(join, decision("d1", 0), outcome("d1", 1))
     signals = feed(join, decision("d9", 102, task="t9"))
-    assert LearnStep(decision("d1", 0), outcome("d1", 1), None) in signals
+    assert learned(decision("d1", 0), outcome("d1", 1)) in signals
 
 
 @pytest.mark.parametrize(
@@ -215,7 +223,7 @@ def test_corrections(fields: dict[str, object], expected: object) -> None:
     if isinstance(expected, str):
         assert isinstance(signal, DeadLetter) and expected in signal.reason
     else:
-        assert signal == LearnCorrection(decision("d1", 0), correction)
+        assert signal == LearnCorrection(wire_event(decision("d1", 0)), wire_event(correction))
 
 
 def test_restored_buffer_continues_identically() -> None:
@@ -248,13 +256,14 @@ def test_restore_decodes_events_equal_to_the_originals() -> None:
     resumed.restore(join.to_state())
     [signal] = feed(resumed, closed("t1", 2))[1:]
     assert isinstance(signal, LearnStep)
-    assert signal.decision == decode_event(encode_event(decision("d1", 0)))
+    assert signal.decision == wire_event(decode_event(encode_event(decision("d1", 0))))
 
 
 def test_joined_decision_is_held_as_json_and_parsed_again_for_a_correction() -> None:
     join = buffer()
     feed(join, decision("d1", 0), decision("d2", 0, task="t2"), outcome("d1", 1))
     assert join._decisions["d1"].parsed is None  # joined: only its JSON is held
-    assert join._decisions["d2"].parsed == decision("d2", 0, task="t2")  # waiting: parsed
+    assert join._decisions["d2"].parsed == wire_event(decision("d2", 0, task="t2"))  # parsed
     correction = CorrectionEvent(task_id="t1", decision_id="d1", occurred_at=at(2), rating="up")
-    assert feed(join, correction) == [LearnCorrection(decision("d1", 0), correction)]
+    expected = LearnCorrection(wire_event(decision("d1", 0)), wire_event(correction))
+    assert feed(join, correction) == [expected]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from learner.decoder import EventDecoder
 from learner.vw_model import namespace_text
+from learner.wire_events import Decision
 from router_service.decider import _ActionFeatures, decide, price_candidates
 from router_service.events import DecisionEvent, decode_event, encode_event
 from router_service.features import model_features
@@ -55,7 +56,7 @@ def test_the_text_the_router_scores_is_the_text_the_learner_renders(tmp_path: Pa
         _, event = decide(request, task, state)
         assert event is not None
         learned = EventDecoder().decode(encode_event(event))
-        assert isinstance(learned, DecisionEvent)
+        assert isinstance(learned, Decision)
         catalog = state.catalog.snapshot()
         for model_id, logged in zip(learned.actions, learned.action_features, strict=True):
             assert logged["model"] == model_features(catalog[model_id])

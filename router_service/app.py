@@ -39,6 +39,7 @@ from router_service.errors import RouterError
 from router_service.metrics import metrics_router
 from router_service.policy_refresh import PolicyRefresher
 from router_service.providers import Providers
+from router_service.realtime import hold_realtime
 from router_service.settings import Settings
 from router_service.state import RouterState
 
@@ -54,6 +55,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         latency = settings.cpu_latency_us
         cpu_latency = None if latency is None else hold_cpu_latency(latency)
+        priority = settings.realtime_priority
+        # Before any thread is started: the state's threads inherit the policy.
+        release_realtime = None if priority is None else hold_realtime(priority)
         state = RouterState.build(settings)
         app.state.router = state
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -84,6 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
             state.close()
             if cpu_latency is not None:
                 cpu_latency.close()
+            if release_realtime is not None:
+                release_realtime()
 
     app = FastAPI(
         title="budget-router",

@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         description="hold /dev/cpu_dma_latency at this bound while serving (0: idle CPUs poll "
         "instead of halting; decisions then run on warm caches); unset: leave the system alone",
     )
+    realtime_priority: int | None = Field(
+        None,
+        ge=1,
+        le=99,
+        description="run the router's threads under SCHED_FIFO at this priority (1-99), ahead "
+        "of the learner and other processes on the same CPUs; unset: the normal policy",
+    )
     ledger_uri: str | None = Field(
         None,
         description="the budget ledger: sqlite:///PATH (default <data_dir>/ledger.sqlite3), "

@@ -58,6 +58,7 @@ from router_service.errors import ConfigError
 from router_service.events import DecisionEvent, OutcomeEvent, TaskClosedEvent, encode_event
 from router_service.features import cost_features, model_features, shared_features
 from router_service.model_facts import SentFacts, facts_id
+from router_service.realtime import SETTING as REALTIME_SETTING
 from router_service.schemas import DecideRequest
 
 P99_TARGET_MS = 2.0
@@ -108,6 +109,7 @@ class PerfConfig:
     policy_repeats: int = 10
     memory_points: tuple[int, ...] = (0, 100_000, 200_000, 500_000, 1_000_000)
     memory_budget_s: float = 480.0
+    realtime_priority: int | None = None  # routers and baseline under SCHED_FIFO at this
 
     @classmethod
     def quick_run(cls) -> PerfConfig:
@@ -259,7 +261,10 @@ def http_part(config: PerfConfig, work: Path) -> dict[str, Any]:
     shared = _shared_store_run(config, work)
     replicas = _replicas_run(config, work)
     port = free_port()
-    with server_process(baseline_command(port), port, work / "baseline.log"):
+    command = baseline_command(port)
+    if config.realtime_priority is not None:  # as the routers run (realtime_priority)
+        command = ["chrt", "--fifo", str(config.realtime_priority), *command]
+    with server_process(command, port, work / "baseline.log"):
         baseline = run(measure_baseline(port, config.latency))
     ratio = router.peak.requests_per_s / baseline.peak.requests_per_s
     return {
@@ -842,6 +847,25 @@ def _cpu_latency_line(max_us: int | None) -> str:
     )
 
 
+def _realtime_line(priority: int | None) -> str:
+    if priority is None:
+        return "- Scheduling: the normal policy for every process"
+    return (
+        f"- Scheduling: every router ran under SCHED_FIFO at priority {priority} "
+        f"(`--realtime-priority`; what `{REALTIME_SETTING}` asks for), the baseline too; the "
+        "load generator, learner, broker and PostgreSQL under the normal policy"
+    )
+
+
+def _check_realtime(parser: argparse.ArgumentParser, priority: int) -> None:
+    """Stop before measuring when the priority cannot be had (range, or no CAP_SYS_NICE)."""
+    if not 1 <= priority <= 99:
+        parser.error(f"--realtime-priority: {priority} is outside 1-99")
+    probe = subprocess.run(["chrt", "--fifo", str(priority), "true"], capture_output=True)
+    if probe.returncode != 0:
+        parser.error(f"--realtime-priority: {probe.stderr.decode(errors='replace').strip()}")
+
+
 def render(document: dict[str, Any]) -> str:
     """The results page: machine, commands, seeds, every number, the targets' verdict."""
     meta, res = document["meta"], document["results"]
@@ -861,6 +885,7 @@ def render(document: dict[str, Any]) -> str:
         "processes were not stopped, and load generator and servers share the cores.",
         f"- Seed: {meta['seed']} (workloads, event streams, the router's sampling)",
         _cpu_latency_line(meta.get("cpu_latency_us")),
+        _realtime_line(meta.get("realtime_priority")),
         "",
         "## Targets",
         "",
@@ -1030,6 +1055,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="hold the Linux PM QoS CPU latency request at this bound for the whole run (needs "
         "write access to /dev/cpu_dma_latency); routers and baseline alike run under it",
     )
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        help="run every router (BUDGET_ROUTER_REALTIME_PRIORITY) and the baseline under "
+        "SCHED_FIFO at this priority (1-99; needs CAP_SYS_NICE); the load generator and the "
+        "learner keep the normal policy",
+    )
     parser.add_argument("--points", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -1051,6 +1083,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = replace(config, seed=args.seed)
     if args.memory_budget_s is not None:
         config = replace(config, memory_budget_s=args.memory_budget_s)
+    if args.realtime_priority is not None:
+        _check_realtime(parser, args.realtime_priority)
+        config = replace(config, realtime_priority=args.realtime_priority)
     meta: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "bench.service_perf", *args_list]),
         "code": code_version(),
@@ -1062,6 +1097,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "learner_events": config.learner_events,
         "memory_points": list(config.memory_points),
         "cpu_latency_us": args.cpu_latency_us,
+        "realtime_priority": args.realtime_priority,
     }
     started = time.monotonic()
     with contextlib.ExitStack() as held:
@@ -1072,6 +1108,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 parser.error(f"--cpu-latency-us: {exc.__cause__ or exc}")
         if args.only == "learner":
             return learner_only(config, meta, args.out, started)
+        if config.realtime_priority is not None:
+            held.enter_context(environment({REALTIME_SETTING: str(config.realtime_priority)}))
         with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
             results = run_benchmark(config, Path(tmp))
     meta["wall_s"] = round(time.monotonic() - started, 1)

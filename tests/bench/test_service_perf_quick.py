@@ -107,3 +107,14 @@ def test_cpu_latency_flag_that_cannot_be_held_stops_before_measuring(
     assert stopped.value.code == 2
     assert "--cpu-latency-us: [Errno 2]" in capsys.readouterr().err
     assert not (tmp_path / "service_perf.json").exists()
+
+
+@pytest.mark.parametrize("priority", ["0", "100"])
+def test_realtime_priority_outside_1_to_99_stops_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], priority: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--quick", "--realtime-priority", priority, "--out", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert f"--realtime-priority: {priority} is outside 1-99" in capsys.readouterr().err
+    assert not (tmp_path / "service_perf.json").exists()

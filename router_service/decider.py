@@ -16,7 +16,7 @@ from router_service.action_cache import StaticAction
 from router_service.catalog import ModelSpec
 from router_service.errors import InvalidRequest
 from router_service.events import SCHEMA_VERSION, DecisionEvent, new_event_id
-from router_service.features import cost_features, shared_features
+from router_service.features import cost_features, cost_text, shared_features
 from router_service.governor import (
     Costed,
     Plan,
@@ -291,7 +291,7 @@ class _ActionFeatures:
         model_id = candidate.model.id
         text = self._text.get(model_id)
         if text is None:
-            cost = namespace_text({"cost": cost_features(candidate.estimated_cost)})
+            cost = cost_text(candidate.estimated_cost)
             text = self._text[model_id] = f"{self._static(candidate).text} {cost}"
         return text
 

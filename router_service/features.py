@@ -18,10 +18,12 @@ import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from learner.vw_model import Namespaces
+from learner.vw_model import NAMESPACE_LETTERS, Namespaces
 from router_service.catalog import ModelSpec
 from router_service.prompt_embedding import PromptEmbedder
 from router_service.schemas import Signals, Step
+
+_COST_LETTER = NAMESPACE_LETTERS["cost"]
 
 # The ask of a prompt usually comes last (after system text and examples): keep its tail.
 CONTENT_CHARS = 1_000
@@ -147,4 +149,19 @@ def cost_features(estimated_cost: float | None) -> dict[str, float | str | bool]
     """A candidate's estimated cost for this step (namespace ``cost``)."""
     if estimated_cost is None:
         return {"unpriced": True}
-    return {"log_cost": math.log10(estimated_cost + 1e-6) / 6}
+    return {"log_cost": _log_cost(estimated_cost)}
+
+
+def cost_text(estimated_cost: float | None) -> str:
+    """``namespace_text({"cost": cost_features(estimated_cost)})``, without building either
+    (it is rendered for every candidate at every decision)."""
+    if estimated_cost is None:
+        return f"|{_COST_LETTER} unpriced"
+    value = _log_cost(estimated_cost)
+    if value == 0 or not math.isfinite(value):
+        return f"|{_COST_LETTER} "
+    return f"|{_COST_LETTER} log_cost:{value:.6g}"
+
+
+def _log_cost(estimated_cost: float) -> float:
+    return math.log10(estimated_cost + 1e-6) / 6

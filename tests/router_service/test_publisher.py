@@ -363,6 +363,57 @@ def test_without_a_bootstrap_events_are_only_spooled(spool_path: Path) -> None:
         assert [decode_event(r.payload).event_id for r in reader.pending(10)] == [kept.event_id]
 
 
+class _CountedCondition:
+    """The publisher's condition, counting the wake-ups publishing asks for."""
+
+    def __init__(self, inner: threading.Condition) -> None:
+        self._inner = inner
+        self.notified = 0
+
+    def __enter__(self) -> bool:
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.__exit__(*exc)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._inner.wait(timeout)
+
+    def notify(self) -> None:
+        self.notified += 1
+        self._inner.notify()
+
+    def notify_all(self) -> None:
+        self._inner.notify_all()
+
+
+def test_while_events_come_publishing_wakes_no_thread(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module, "_QUIET_LOOKS", 10**9)  # the writer never sleeps
+    publisher = KafkaEventPublisher.from_settings(KafkaSettings(), spool_path)
+    counted = publisher._cond = _CountedCondition(publisher._cond)  # type: ignore[assignment]
+    for index in range(30):
+        publisher.publish(event("t", index))
+        time.sleep(0.002)
+    wait_until(lambda: publisher.stats().spooled == 30, 10, "30 events spooled")
+    publisher.close(timeout=1)
+    assert counted.notified == 0
+
+
+def test_a_writer_asleep_after_quiet_looks_is_woken_by_the_next_event(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module, "_QUIET_LOOKS", 2)
+    publisher = KafkaEventPublisher.from_settings(KafkaSettings(), spool_path)
+    counted = publisher._cond = _CountedCondition(publisher._cond)  # type: ignore[assignment]
+    wait_until(lambda: publisher._writer_asleep, 5, "the writer to sleep")
+    publisher.publish(event("t", 0))
+    wait_until(lambda: publisher.stats().spooled == 1, 5, "the event spooled")
+    publisher.close(timeout=1)
+    assert counted.notified == 1
+
+
 def test_from_settings_uses_the_topic_setting(broker: EmbeddedBroker, spool_path: Path) -> None:
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, events_topic="custom.events")
     published = event("t", 0)

@@ -25,9 +25,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from bench import code_version, machine_facts
-from router_service.ledger import DecisionRef, LedgerStore, LedgerTransaction, Reservation
+from router_service.ledger import (
+    DecisionRef,
+    LedgerStore,
+    LedgerTransaction,
+    RemoteLedgerStore,
+    Reservation,
+)
 from router_service.ledger_memory import InMemoryLedger
 from router_service.ledger_postgres import PostgresLedgerStore
 from router_service.ledger_sqlite import SqliteLedgerStore
@@ -105,7 +112,7 @@ def decide(
     )
     ref = DecisionRef(decision_id, task_id, "m", "proceed", "execution", "x", 450, dollars)
     if store.remote:
-        draft = store.known_draft(task_id) or store.draft(task_id)
+        draft = cast(RemoteLedgerStore, store).known_draft(task_id) or store.draft(task_id)
         if draft is not None:
             _fill(draft, reservation, ref, packed)
             if draft.commit():

@@ -254,6 +254,10 @@ class LedgerDraft(LedgerTransaction, Protocol):
         (the store then knows the books as they are: ``known_draft`` drafts on them)."""
         ...
 
+    async def commit_on_loop(self) -> bool:
+        """:meth:`commit`, its round trip awaited on the running event loop."""
+        ...
+
 
 class LedgerStore(Protocol):
     """The budget truth: tasks, their books, open reservations and decision history.
@@ -273,11 +277,6 @@ class LedgerStore(Protocol):
         """The books for a decision made without holding the lock; None: use ``transaction``."""
         ...
 
-    def known_draft(self, task_id: str) -> LedgerDraft | None:
-        """A draft on the books as this process last saw them stored, without a round trip;
-        None: ask ``draft``."""
-        ...
-
     def settle(
         self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
     ) -> Settlement: ...
@@ -290,3 +289,19 @@ class LedgerStore(Protocol):
     def step_decision_ids(self, task_id: str) -> list[str]: ...
     def purge_closed(self, closed_before: float) -> list[str]: ...
     def close(self) -> None: ...
+
+
+class RemoteLedgerStore(LedgerStore, Protocol):
+    """A store across the network (``remote`` is true): its round trips awaited on the event
+    loop where a request waits on them, with no hop to a worker thread."""
+
+    def known_draft(self, task_id: str) -> LedgerDraft | None:
+        """A draft on the books as this process last saw them stored, without a round trip;
+        None: ask ``draft``."""
+        ...
+
+    async def settle_on_loop(
+        self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
+    ) -> Settlement:
+        """:meth:`settle`, awaited on the running event loop."""
+        ...

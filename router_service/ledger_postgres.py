@@ -12,10 +12,11 @@ locks its task in one query.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -28,9 +29,11 @@ from router_service.ledger import (
     Reservation,
     Settlement,
     TaskBooks,
+    already_settled,
     task_closed,
 )
-from router_service.ledger_memory import unknown_task
+from router_service.ledger_memory import unknown_decision, unknown_task
+from router_service.ledger_postgres_loop import LoopConnections
 from router_service.ledger_schema import (
     BOOK_COLUMNS,
     INSERT_RESERVATION,
@@ -86,6 +89,8 @@ class PostgresLedgerStore(SqlLedgerStore):
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(clock)
+        self._uri, self._pool_size, self._timeout = uri, pool_size, connect_timeout
+        self._loop_conns: LoopConnections | None = None  # for the statements awaited on a loop
         self._known: BoundedCache[str, Known] = BoundedCache(KNOWN_TASKS)
         self._reservations: BoundedCache[str, Reservation] = BoundedCache(KNOWN_RESERVATIONS)
         self._pool = ConnectionPool(
@@ -177,6 +182,17 @@ class PostgresLedgerStore(SqlLedgerStore):
         """One statement: the books written only if they still hold what was read, and with
         them the draft's reservations and records; whether it was written. When not, the
         statement returns the books as they are, which the next draft starts from."""
+        sql, params = self._draft_statement(draft)
+        with self._read() as conn:  # autocommit: one statement, one transaction
+            row = self._run(conn, sql, params).fetchone()
+        return self._drafted(draft, row)
+
+    async def _commit_draft_on_loop(self, draft: PostgresDraft) -> bool:
+        """:meth:`_commit_draft` awaited on the running event loop."""
+        sql, params = self._draft_statement(draft)
+        return self._drafted(draft, await self._on_loop().fetchone(self._sql(sql), params))
+
+    def _draft_statement(self, draft: PostgresDraft) -> tuple[str, list[Any]]:
         known = draft.known
         params = [
             *books_params(draft.task_id, draft.books, None),
@@ -192,12 +208,14 @@ class PostgresLedgerStore(SqlLedgerStore):
             params.extend((*ref, int(is_step), packed))
         ctes = "".join(f", {part}" for part in parts)
         params.append(draft.task_id)
-        with self._read() as conn:  # autocommit: one statement, one transaction
-            written, *row = self._run(
-                conn, f"WITH kept AS ({_UPDATE_BOOKS_IF}){ctes} {_BOOKS_UNLESS_KEPT}", params
-            ).fetchone()
+        return f"WITH kept AS ({_UPDATE_BOOKS_IF}){ctes} {_BOOKS_UNLESS_KEPT}", params
+
+    def _drafted(self, draft: PostgresDraft, result: tuple[Any, ...] | None) -> bool:
+        """Whether the draft's statement wrote; what this router knows of the books after it."""
+        assert result is not None, "the statement answers one row"
+        written, *row = result
         if written:
-            self._known.put(draft.task_id, known._replace(values=book_values(draft.books)))
+            self._known.put(draft.task_id, draft.known._replace(values=book_values(draft.books)))
             for reservation in draft.pending:
                 self._reservations.put(reservation.decision_id, reservation)
             return True
@@ -212,57 +230,88 @@ class PostgresLedgerStore(SqlLedgerStore):
     def settle(
         self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
     ) -> Settlement:
-        """One conditional statement on the books as known (read first if not): it deletes the
-        reservation, records the settlement and writes the books only if the books are as
-        known; when they changed, it returns them and settling tries again on them. After
-        :data:`SETTLE_TRIES` changes, the base class settles under the lock."""
+        steps = self._settling(decision_id, cost_dollars, input_tokens, output_tokens)
+        with self._read() as conn:  # autocommit: each statement its own transaction
+            answer = None
+            try:
+                while True:
+                    sql, params = steps.send(answer)
+                    answer = self._run(conn, sql, params).fetchone()
+            except StopIteration as done:
+                settlement = done.value
+        if settlement is None:
+            return super().settle(decision_id, cost_dollars, input_tokens, output_tokens)
+        return settlement
+
+    async def settle_on_loop(
+        self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
+    ) -> Settlement:
+        """:meth:`settle`, its round trips awaited on the running event loop."""
+        steps = self._settling(decision_id, cost_dollars, input_tokens, output_tokens)
+        conns = self._on_loop()
+        answer = None
+        try:
+            while True:
+                sql, params = steps.send(answer)
+                answer = await conns.fetchone(self._sql(sql), params)
+        except StopIteration as done:
+            settlement = done.value
+        if settlement is None:
+            return await asyncio.to_thread(
+                super().settle, decision_id, cost_dollars, input_tokens, output_tokens
+            )
+        return settlement
+
+    def _settling(
+        self, decision_id: str, cost_dollars: float, input_tokens: int, output_tokens: int
+    ) -> Generator[tuple[str, tuple[Any, ...]], tuple[Any, ...] | None, Settlement | None]:
+        """Settling as the statements it sends, each answered with its first row; None: take
+        the lock. One conditional statement on the books as known (read first if not) deletes
+        the reservation, records the settlement and writes the books only if the books are as
+        known; when they changed, it returns them and settling tries again on them, up to
+        :data:`SETTLE_TRIES` times."""
         reservation = self._reservations.get(decision_id)
         known = None if reservation is None else self._known.get(reservation.task_id)
         try:
             if reservation is None or known is None:
-                reservation, known = self._read_for_settling(decision_id)
+                row = yield _RESERVATION_AND_BOOKS, (decision_id,)
+                if row is None:
+                    return (yield from self._unsettleable(decision_id))
+                width = len(RESERVATION_COLUMNS.split(","))
+                reservation = reservation_from_row(row[:width])
+                known = self._remember_row(reservation.task_id, row[width:])
             for _ in range(SETTLE_TRIES):
                 books = known.books()
                 settlement = books.book(reservation, cost_dollars, input_tokens, output_tokens)
-                fresh = self._settle_if(settlement, known, books)
-                if fresh is None:
+                params = _settle_params(settlement, known, books, self._clock())
+                booked, *row, open_ = yield _SETTLE_IF, params
+                if booked:
+                    self._known.put(reservation.task_id, known._replace(values=book_values(books)))
                     return settlement
-                known = fresh
-            return super().settle(decision_id, cost_dollars, input_tokens, output_tokens)
+                if not open_ or row[0] is None:  # settled or expired meanwhile, or never made
+                    return (yield from self._unsettleable(decision_id))
+                known = self._remember_row(reservation.task_id, tuple(row))
+            return None
         finally:
             self._reservations.drop(decision_id)
 
-    def _read_for_settling(self, decision_id: str) -> tuple[Reservation, Known]:
-        """The open reservation and its task's books, read unlocked in one query."""
-        with self._read() as conn:
-            row = self._run(conn, _RESERVATION_AND_BOOKS, (decision_id,)).fetchone()
-            if row is None:
-                self._raise_unsettleable(conn, decision_id)
-        width = len(RESERVATION_COLUMNS.split(","))
-        reservation = reservation_from_row(row[:width])
-        return reservation, self._remember_row(reservation.task_id, row[width:])
+    def _unsettleable(
+        self, decision_id: str
+    ) -> Generator[tuple[str, tuple[Any, ...]], tuple[Any, ...] | None, NoReturn]:
+        settled = yield _SETTLED, (decision_id,)
+        if settled is None:
+            raise unknown_decision(decision_id)
+        raise already_settled(decision_id, expired=bool(settled[0]))
 
-    def _settle_if(self, settlement: Settlement, known: Known, books: TaskBooks) -> Known | None:
-        """Book ``settlement`` if the books are as ``known``: None if booked, else the books now."""
-        r = settlement.reservation
-        params = (
-            r.task_id,
-            known.budget_text,
-            *known.values,
-            r.decision_id,
-            *settlement_params(settlement, self._clock()),
-            *books_params(r.task_id, books, None),
-            r.decision_id,
-            r.task_id,
-        )
-        with self._read() as conn:  # autocommit: one statement, one transaction
-            booked, *row, open_ = self._run(conn, _SETTLE_IF, params).fetchone()
-            if booked:
-                self._known.put(r.task_id, known._replace(values=book_values(books)))
-                return None
-            if not open_ or row[0] is None:  # settled or expired meanwhile, or never made
-                self._raise_unsettleable(conn, r.decision_id)
-        return self._remember_row(r.task_id, tuple(row))
+    def _on_loop(self) -> LoopConnections:
+        """The connections of the running event loop (one loop at a time uses a store)."""
+        loop = asyncio.get_running_loop()
+        conns = self._loop_conns
+        if conns is None or conns.loop is not loop:
+            if conns is not None:
+                conns.close()
+            conns = self._loop_conns = LoopConnections(self._uri, self._pool_size, self._timeout)
+        return conns
 
     def _commit_reservations(
         self, conn: Any, task_id: str, reservations: list[Reservation], books: TaskBooks
@@ -305,6 +354,8 @@ class PostgresLedgerStore(SqlLedgerStore):
         return deleted == 1
 
     def close(self) -> None:
+        if self._loop_conns is not None:
+            self._loop_conns.close()
         self._pool.close()
 
 
@@ -341,6 +392,25 @@ class PostgresDraft:
     def commit(self) -> bool:
         return self._store._commit_draft(self)
 
+    async def commit_on_loop(self) -> bool:
+        return await self._store._commit_draft_on_loop(self)
+
+
+def _settle_params(
+    settlement: Settlement, known: Known, books: TaskBooks, now: float
+) -> tuple[Any, ...]:
+    r = settlement.reservation
+    return (
+        r.task_id,
+        known.budget_text,
+        *known.values,
+        r.decision_id,
+        *settlement_params(settlement, now),
+        *books_params(r.task_id, books, None),
+        r.decision_id,
+        r.task_id,
+    )
+
 
 def _marks(columns: str) -> str:
     return ", ".join(["?"] * len(columns.split(",")))
@@ -369,6 +439,7 @@ _BOOKS_UNLESS_KEPT = (
     "FROM (SELECT count(*) AS n FROM kept) k "
     "LEFT JOIN ledger_tasks t ON k.n = 0 AND t.task_id = ?"
 )
+_SETTLED = "SELECT expired FROM ledger_settlements WHERE decision_id = ?"
 _RESERVATION_AND_BOOKS = (
     f"SELECT {_prefixed('r', RESERVATION_COLUMNS)}, t.budget, t.closed_at, "
     f"{_prefixed('t', BOOK_COLUMNS)} "

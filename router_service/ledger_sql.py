@@ -198,9 +198,6 @@ class SqlLedgerStore:
         """None here: a local store's lock is held while deciding (PostgreSQL drafts)."""
         return None
 
-    def known_draft(self, task_id: str) -> Any:
-        return None
-
     def transaction(self, task_id: str) -> _SqlTransaction:
         return _SqlTransaction(self, task_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import cast
 
 from fastapi import APIRouter, Response
 
@@ -14,6 +15,7 @@ from router_service.decider import decide
 from router_service.deps import StateDep
 from router_service.errors import Conflict
 from router_service.events import DecisionEvent
+from router_service.ledger import RemoteLedgerStore
 from router_service.schemas import DecideRequest, Decision, Task
 from router_service.served import ServedDecision
 from router_service.state import RouterState
@@ -44,9 +46,9 @@ async def serve_decision(
     returns the books as they are. After :data:`DRAFT_TRIES` lost races (or with overdue
     reservations to expire) the decision is made holding the task's lock, on a worker thread.
     """
-    ledger = state.ledger
-    if not ledger.remote:
+    if not state.ledger.remote:
         return make_decision(state, body, task, started)
+    ledger = cast(RemoteLedgerStore, state.ledger)
     for _ in range(DRAFT_TRIES):
         draft = ledger.known_draft(task.task_id) or await asyncio.to_thread(
             ledger.draft, task.task_id
@@ -54,7 +56,7 @@ async def serve_decision(
         if draft is None:
             break
         decision, event = decide(body, task, state, draft)
-        if await asyncio.to_thread(draft.commit):
+        if await draft.commit_on_loop():
             return announce(state, task, decision, event, started)
     return await asyncio.to_thread(make_decision, state, body, task, started)
 

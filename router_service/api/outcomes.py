@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import cast
 
 from fastapi import APIRouter, status
 
 from router_service.api.tasks import visible_decision
-from router_service.auth import Principal, PrincipalDep
+from router_service.auth import PrincipalDep
 from router_service.deps import StateDep
 from router_service.errors import Conflict
 from router_service.events import CostSource, OutcomeEvent
-from router_service.ledger import Booked, exceeds
-from router_service.schemas import LedgerView, OutcomeAccepted, OutcomeReport, Task
+from router_service.ledger import Booked, RemoteLedgerStore, Settlement, exceeds
+from router_service.schemas import OutcomeAccepted, OutcomeReport, Task
 from router_service.state import RouterState
 from router_service.tasks import DecisionRef
 
@@ -23,39 +23,16 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 async def report_outcome(
     state: StateDep, principal: PrincipalDep, body: OutcomeReport
 ) -> OutcomeAccepted:
-    booked = await state.ledger_bound(_visible_and_settled, state, principal, body)
-    return await announce_outcome(state, booked, body)
+    decision, record = await state.ledger_bound(
+        visible_decision, state, principal, body.decision_id
+    )
+    return await book_outcome(state, decision, record.task, body)
 
 
 async def book_outcome(
     state: RouterState, decision: DecisionRef, task: Task, body: OutcomeReport
 ) -> OutcomeAccepted:
     """Settle the decision's reservation at the outcome's cost and publish the outcome."""
-    booked = await state.ledger_bound(settle_outcome, state, decision, task, body)
-    return await announce_outcome(state, booked, body)
-
-
-class Settled(NamedTuple):
-    """An outcome as booked: what it was for, what it cost and the task's books after it."""
-
-    decision: DecisionRef
-    task: Task
-    cost: float
-    source: CostSource
-    output_tokens: int
-    ledger: LedgerView
-
-
-def _visible_and_settled(state: RouterState, principal: Principal, body: OutcomeReport) -> Settled:
-    """The caller's decision, settled: one hop to a worker thread on a remote store."""
-    decision, record = visible_decision(state, principal, body.decision_id)
-    return settle_outcome(state, decision, record.task, body)
-
-
-def settle_outcome(
-    state: RouterState, decision: DecisionRef, task: Task, body: OutcomeReport
-) -> Settled:
-    """Book the outcome against the decision's reservation (waits on the ledger store)."""
     if decision.model is None or decision.action == "require_confirmation":
         raise Conflict(
             f"decision {body.decision_id!r} chose no model ({decision.action}): "
@@ -66,29 +43,21 @@ def settle_outcome(
     output_tokens = body.output_tokens + body.reasoning_tokens
     cost, source = outcome_cost(state, decision, body, output_tokens)
     try:
-        settlement = state.ledger.settle(body.decision_id, cost, body.input_tokens, output_tokens)
+        settlement = await _settle(state, body.decision_id, cost, body.input_tokens, output_tokens)
     except Conflict:
         # The same outcome again: booked before, but its answer (or its event) may have been
         # lost. Answer it again and send the event again under its fixed id.
-        booked = state.ledger.booked(body.decision_id)
+        booked = await state.ledger_bound(state.ledger.booked, body.decision_id)
         if not _resent(booked, body, output_tokens):
             raise
-        ledger = state.ledger.view(decision.task_id)
-        return Settled(decision, task, booked.cost_dollars, source, output_tokens, ledger)
-    if source == "reported":
-        state.observed_costs.record(
-            decision.model, decision.step_type, cost, body.input_tokens, output_tokens
-        )
-    ledger = settlement.ledger or state.ledger.view(decision.task_id)
-    return Settled(decision, task, cost, source, output_tokens, ledger)
-
-
-async def announce_outcome(
-    state: RouterState, booked: Settled, body: OutcomeReport
-) -> OutcomeAccepted:
-    """What follows a booked outcome: the durable event, activity, metrics and the answer."""
-    decision, task, cost, source, output_tokens, ledger = booked
-    assert decision.model is not None  # settle_outcome refuses decisions without a model
+        cost = booked.cost_dollars
+        ledger = await state.ledger_bound(state.ledger.view, decision.task_id)
+    else:
+        if source == "reported":
+            state.observed_costs.record(
+                decision.model, decision.step_type, cost, body.input_tokens, output_tokens
+            )
+        ledger = settlement.ledger or await state.ledger_bound(state.ledger.view, decision.task_id)
     exceeded = exceeds(cost, output_tokens, decision.reserved_dollars, decision.max_output_tokens)
     await state.publisher.publish_durable_async(
         OutcomeEvent(
@@ -126,6 +95,16 @@ async def announce_outcome(
         exceeded_grant=exceeded,
         ledger=ledger,
     )
+
+
+async def _settle(
+    state: RouterState, decision_id: str, cost: float, input_tokens: int, output_tokens: int
+) -> Settlement:
+    """Book the outcome: a remote store's round trips awaited here, on the event loop."""
+    if state.ledger.remote:
+        ledger = cast(RemoteLedgerStore, state.ledger)
+        return await ledger.settle_on_loop(decision_id, cost, input_tokens, output_tokens)
+    return state.ledger.settle(decision_id, cost, input_tokens, output_tokens)
 
 
 def outcome_event_id(decision_id: str) -> str:

@@ -40,15 +40,15 @@ def client(settings: Settings, postgres_uri: str) -> Iterator[TestClient]:
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Each draft commit's result, in order; each rival in :data:`RIVALS` runs before one."""
     results: list[bool] = []
-    real_commit = PostgresDraft.commit
+    real_commit = PostgresDraft.commit_on_loop
 
-    def commit(draft: PostgresDraft) -> bool:
+    async def commit(draft: PostgresDraft) -> bool:
         if RIVALS:
             RIVALS.pop(0)(draft)
-        results.append(real_commit(draft))
+        results.append(await real_commit(draft))
         return results[-1]
 
-    monkeypatch.setattr(PostgresDraft, "commit", commit)
+    monkeypatch.setattr(PostgresDraft, "commit_on_loop", commit)
     RIVALS.clear()
     return results
 

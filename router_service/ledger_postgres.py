@@ -5,9 +5,11 @@ the task's row: replicas deciding for the same task queue on that lock, so the h
 decision reads is the headroom it commits against, and different tasks never wait for each
 other. Settling deletes the reservation row under the same lock and inserts a settlement row
 keyed by decision id, so an outcome and an expiry of one decision cannot both be booked.
-Round trips are what a decision pays for here, so the writes of each step are one statement
-(data-modifying CTEs), reads run outside transactions, and settling finds the reservation and
-locks its task in one query.
+Round trips are what a decision pays for here. A router keeps each task's books as it last saw
+them stored (its own last commit, or what a lost commit returned): a decision is drafted on
+them and committed by one conditional statement, an outcome settled by another, each checking
+the books it was made on and returning them when they changed; both are awaited on the event
+loop. Locked transactions remain for expiry, closing, and drafts that lose too often.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -34,17 +36,25 @@ from router_service.ledger import (
 )
 from router_service.ledger_memory import unknown_decision, unknown_task
 from router_service.ledger_postgres_loop import LoopConnections
+from router_service.ledger_postgres_sql import (
+    BOOKS_UNLESS_KEPT,
+    INSERT_DECISION_IF,
+    INSERT_RESERVATION_IF,
+    RESERVATION_AND_BOOKS,
+    SETTLE_IF,
+    SETTLED_SQL,
+    UPDATE_BOOKS_IF,
+    Known,
+    settle_if_params,
+)
 from router_service.ledger_schema import (
-    BOOK_COLUMNS,
     INSERT_RESERVATION,
     INSERT_SETTLEMENT,
-    REF_COLUMNS,
     RESERVATION_COLUMNS,
     SCHEMA,
     SETTLEMENT_COLUMNS,
     book_values,
     books_from_row,
-    books_from_values,
     books_params,
     reservation_from_row,
     reservation_params,
@@ -59,19 +69,6 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 KNOWN_TASKS = 4096  # tasks whose books this router keeps as it last saw them stored
 KNOWN_RESERVATIONS = 16384  # reservations this router made, for settling them without a read
 SETTLE_TRIES = 3  # conditional settlements on changed books before one takes the lock
-
-
-class Known(NamedTuple):
-    """A task's books as last seen stored: the budget's text (compared too: a purged task's id
-    may be opened again), the budget, whether closed, and the ``BOOK_COLUMNS`` values."""
-
-    budget_text: str
-    budget: Budget
-    closed: bool
-    values: tuple[Any, ...]
-
-    def books(self) -> TaskBooks:
-        return books_from_values(self.budget, self.closed, self.values)
 
 
 class PostgresLedgerStore(SqlLedgerStore):
@@ -201,14 +198,14 @@ class PostgresLedgerStore(SqlLedgerStore):
         ]
         parts = []
         for index, reservation in enumerate(draft.pending):
-            parts.append(f"held{index} AS ({_INSERT_RESERVATION_IF})")
+            parts.append(f"held{index} AS ({INSERT_RESERVATION_IF})")
             params.extend(reservation_params(reservation))
         for index, (ref, packed, is_step) in enumerate(draft.history):
-            parts.append(f"logged{index} AS ({_INSERT_DECISION_IF})")
+            parts.append(f"logged{index} AS ({INSERT_DECISION_IF})")
             params.extend((*ref, int(is_step), packed))
         ctes = "".join(f", {part}" for part in parts)
         params.append(draft.task_id)
-        return f"WITH kept AS ({_UPDATE_BOOKS_IF}){ctes} {_BOOKS_UNLESS_KEPT}", params
+        return f"WITH kept AS ({UPDATE_BOOKS_IF}){ctes} {BOOKS_UNLESS_KEPT}", params
 
     def _drafted(self, draft: PostgresDraft, result: tuple[Any, ...] | None) -> bool:
         """Whether the draft's statement wrote; what this router knows of the books after it."""
@@ -274,7 +271,7 @@ class PostgresLedgerStore(SqlLedgerStore):
         known = None if reservation is None else self._known.get(reservation.task_id)
         try:
             if reservation is None or known is None:
-                row = yield _RESERVATION_AND_BOOKS, (decision_id,)
+                row = yield RESERVATION_AND_BOOKS, (decision_id,)
                 if row is None:
                     return (yield from self._unsettleable(decision_id))
                 width = len(RESERVATION_COLUMNS.split(","))
@@ -283,8 +280,8 @@ class PostgresLedgerStore(SqlLedgerStore):
             for _ in range(SETTLE_TRIES):
                 books = known.books()
                 settlement = books.book(reservation, cost_dollars, input_tokens, output_tokens)
-                params = _settle_params(settlement, known, books, self._clock())
-                booked, *row, open_ = yield _SETTLE_IF, params
+                params = settle_if_params(settlement, known, books, self._clock())
+                booked, *row, open_ = yield SETTLE_IF, params
                 if booked:
                     self._known.put(reservation.task_id, known._replace(values=book_values(books)))
                     return settlement
@@ -298,7 +295,7 @@ class PostgresLedgerStore(SqlLedgerStore):
     def _unsettleable(
         self, decision_id: str
     ) -> Generator[tuple[str, tuple[Any, ...]], tuple[Any, ...] | None, NoReturn]:
-        settled = yield _SETTLED, (decision_id,)
+        settled = yield SETTLED_SQL, (decision_id,)
         if settled is None:
             raise unknown_decision(decision_id)
         raise already_settled(decision_id, expired=bool(settled[0]))
@@ -328,7 +325,7 @@ class PostgresLedgerStore(SqlLedgerStore):
     def _lock_for_settling(
         self, conn: Any, decision_id: str
     ) -> tuple[Reservation, TaskBooks] | None:
-        locking = f"{_RESERVATION_AND_BOOKS} FOR UPDATE OF t"
+        locking = f"{RESERVATION_AND_BOOKS} FOR UPDATE OF t"
         row = self._run(conn, locking, (decision_id,)).fetchone()
         if row is None:
             return None
@@ -394,73 +391,6 @@ class PostgresDraft:
 
     async def commit_on_loop(self) -> bool:
         return await self._store._commit_draft_on_loop(self)
-
-
-def _settle_params(
-    settlement: Settlement, known: Known, books: TaskBooks, now: float
-) -> tuple[Any, ...]:
-    r = settlement.reservation
-    return (
-        r.task_id,
-        known.budget_text,
-        *known.values,
-        r.decision_id,
-        *settlement_params(settlement, now),
-        *books_params(r.task_id, books, None),
-        r.decision_id,
-        r.task_id,
-    )
-
-
-def _marks(columns: str) -> str:
-    return ", ".join(["?"] * len(columns.split(",")))
-
-
-def _prefixed(alias: str, columns: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
-
-
-_AS_KNOWN = f"(budget, {BOOK_COLUMNS}) IS NOT DISTINCT FROM (?, {_marks(BOOK_COLUMNS)})"
-_UPDATE_BOOKS_IF = (
-    f"{update_books_sql(None)} AND closed_at IS NULL AND {_AS_KNOWN} RETURNING task_id"
-)
-_INSERT_RESERVATION_IF = (
-    f"INSERT INTO ledger_reservations ({RESERVATION_COLUMNS}) "
-    f"SELECT {_marks(RESERVATION_COLUMNS)} FROM kept"
-)
-_INSERT_DECISION_IF = (
-    f"INSERT INTO ledger_decisions ({REF_COLUMNS}, is_step, packed) "
-    f"SELECT {_marks(REF_COLUMNS)}, ?, ? FROM kept"
-)
-# One row: whether ``kept`` wrote; if not, the books as the statement's snapshot holds them
-# (all NULL if the task is gone).
-_BOOKS_UNLESS_KEPT = (
-    f"SELECT k.n, t.budget, t.closed_at, {_prefixed('t', BOOK_COLUMNS)} "
-    "FROM (SELECT count(*) AS n FROM kept) k "
-    "LEFT JOIN ledger_tasks t ON k.n = 0 AND t.task_id = ?"
-)
-_SETTLED = "SELECT expired FROM ledger_settlements WHERE decision_id = ?"
-_RESERVATION_AND_BOOKS = (
-    f"SELECT {_prefixed('r', RESERVATION_COLUMNS)}, t.budget, t.closed_at, "
-    f"{_prefixed('t', BOOK_COLUMNS)} "
-    "FROM ledger_reservations r JOIN ledger_tasks t ON t.task_id = r.task_id "
-    "WHERE r.decision_id = ?"
-)
-# The task's row is locked only if its books are as known; the reservation is deleted only
-# under that lock, and the settlement and the books are written only with that deletion.
-_SETTLE_IF = (
-    f"WITH locked AS MATERIALIZED (SELECT task_id FROM ledger_tasks WHERE task_id = ? "
-    f"AND {_AS_KNOWN} FOR UPDATE), "
-    "gone AS (DELETE FROM ledger_reservations WHERE decision_id = ? "
-    "AND task_id IN (SELECT task_id FROM locked) RETURNING decision_id), "
-    f"booked AS ({INSERT_SETTLEMENT.split(' VALUES ')[0]} "
-    f"SELECT {_marks(SETTLEMENT_COLUMNS)} FROM gone), "
-    f"kept AS ({update_books_sql(None)} AND EXISTS (SELECT 1 FROM gone) RETURNING task_id) "
-    f"SELECT g.n, t.budget, t.closed_at, {_prefixed('t', BOOK_COLUMNS)}, "
-    "EXISTS (SELECT 1 FROM ledger_reservations WHERE decision_id = ?) "
-    "FROM (SELECT count(*) AS n FROM gone) g "
-    "LEFT JOIN ledger_tasks t ON g.n = 0 AND t.task_id = ?"
-)
 
 
 def _safe(uri: str) -> str:

@@ -36,7 +36,8 @@ class EventDecoder:
     def _complete(self, event: Decision) -> Decision:
         facts = self._facts
         for ref, carried in event.model_facts.items():
-            facts[ref] = carried
+            if facts.get(ref) != carried:  # the same facts keep their dict (and its VW text)
+                facts[ref] = carried
         refs, actions = event.model_refs, event.action_features
         if len(refs) != len(actions):
             raise EventError(

@@ -31,11 +31,12 @@ from learner.allocator import BudgetAllocator
 from learner.checkpoint import Checkpoint, atomic_write, read_checkpoint, write_checkpoint
 from learner.collector import collect_between_polls
 from learner.consumer import DeadLetterSink, EventConsumer, KafkaDeadLetters, Record
+from learner.example_text import ExampleTexts
 from learner.join import JoinBuffer, LearnCorrection, LearnStep, Signal, TaskResult
 from learner.reward import RewardShaper
 from learner.settings import BrokerUnavailable, CheckpointError, LearnerSettings
 from learner.store_writer import BackgroundWriter, FeatureStore
-from learner.vw_model import LabeledExample, VWPolicyModel, example_text
+from learner.vw_model import LabeledExample, VWPolicyModel
 from learner.wire_events import AnyWireEvent, wire_json
 from router_service.events import EventError
 
@@ -117,6 +118,7 @@ class Learner:
         self.positions: dict[int, int] = {}
         self.cluster_id = ""
         self._examples: list[str] = []
+        self._texts = ExampleTexts()
         self.counters: Counter[str] = Counter()
         self.snapshot = 0
         if checkpoint is not None:
@@ -243,7 +245,7 @@ class Learner:
             decision.shared_features, decision.action_features, chosen, cost, probability
         )
         try:
-            self._examples.append(example_text(example))
+            self._examples.append(self._texts.example(example))
         except ValueError as exc:
             self._dead_letter(wire_json(decision), f"cannot learn: {exc}", None)
             return

@@ -11,7 +11,7 @@ import functools
 import math
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -69,13 +69,14 @@ def _token(text: str) -> str:
 
 def namespace_text(namespaces: Namespaces) -> str:
     """The VW text of one example line's features (without label or ``shared``)."""
-    parts = []
-    for name, features in namespaces.items():
-        if name in CACHED_NAMESPACES:
-            parts.append(_cached_text(name, tuple(features.items())))
-        else:
-            parts.append(_features_text(_letter(name), features.items()))
-    return " ".join(parts)
+    return " ".join([namespace_part(name, features) for name, features in namespaces.items()])
+
+
+def namespace_part(name: str, features: Mapping[str, FeatureValue]) -> str:
+    """One namespace's text, as :func:`namespace_text` joins it."""
+    if name in CACHED_NAMESPACES:
+        return _cached_text(name, tuple(features.items()))
+    return _features_text(_letter(name), features.items())
 
 
 def _letter(name: str) -> str:
@@ -137,12 +138,16 @@ class LabeledExample(NamedTuple):
     probability: float
 
 
-def example_text(example: LabeledExample) -> str:
-    """The example's labelled ``example_lines`` as one string, as VW's parser takes it."""
+def example_text(
+    example: LabeledExample, action_text: Callable[[Namespaces], str] = namespace_text
+) -> str:
+    """The example's labelled ``example_lines`` as one string, as VW's parser takes it.
+
+    ``action_text`` renders an action as :func:`namespace_text` does (it may cache)."""
     shared, actions, chosen, cost, probability = example
     if not 0 < probability <= 1:
         raise ValueError(f"probability must be in (0, 1], got {probability}")
-    lines = [namespace_text(action) for action in actions]
+    lines = [action_text(action) for action in actions]
     if not 0 <= chosen < len(lines):
         raise ValueError(f"chosen index {chosen} is out of range for {len(lines)} actions")
     lines[chosen] = f"0:{cost:.6g}:{probability:.6g} " + lines[chosen]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 
+from bench.service_perf import event_stream
 from learner.decoder import EventDecoder
 from learner.join import JoinBuffer, LearnStep
 from learner.wire_events import Decision, wire_event
@@ -90,3 +92,16 @@ def test_a_restored_join_completes_held_decisions_and_new_ones() -> None:
     later = resumed.decoder.decode(encode_event(lean("d2", 6, carried=False)))
     assert isinstance(later, Decision)
     assert [a["model"] for a in later.action_features] == [FACTS_A, FACTS_B]
+
+
+def test_a_task_carrying_known_facts_again_keeps_their_dict() -> None:
+    decoder = EventDecoder()
+    firsts = [
+        event.action_features
+        for _, value in itertools.islice(event_stream(22, seed=3), 22)
+        if isinstance(event := decoder.decode(value), Decision)
+    ]
+    assert len(firsts) == 10  # two tasks, each carrying every candidate's facts once
+    assert all(
+        a["model"] is b["model"] for a, b in zip(firsts[0], firsts[5], strict=True)
+    )  # the second task's carried facts did not replace the first's dicts

@@ -98,6 +98,14 @@ class TaskStore:
         """Cache a decision the ledger store has just recorded (outcomes look it up next)."""
         self._decisions.put(decision.decision_id, decision.ref())
 
+    def has_cached(self, decision_id: str) -> bool:
+        """Whether the decision and its open task are both cached: reading them needs no I/O."""
+        ref = self._decisions.get(decision_id)
+        if ref is None:
+            return False
+        cached = self._tasks.get(ref.task_id)
+        return cached is not None and self._clock() - cached[1] < self._max_age
+
     def decision(self, decision_id: str) -> DecisionRef:
         ref = self._decisions.get(decision_id)
         if ref is None:

@@ -23,9 +23,12 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 async def report_outcome(
     state: StateDep, principal: PrincipalDep, body: OutcomeReport
 ) -> OutcomeAccepted:
-    decision, record = await state.ledger_bound(
-        visible_decision, state, principal, body.decision_id
-    )
+    if state.tasks.has_cached(body.decision_id):  # no store read: no hop to a worker thread
+        decision, record = visible_decision(state, principal, body.decision_id)
+    else:
+        decision, record = await state.ledger_bound(
+            visible_decision, state, principal, body.decision_id
+        )
     return await book_outcome(state, decision, record.task, body)
 
 

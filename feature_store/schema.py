@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import orjson
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow as pa
 from router_service.events import CorrectionEvent, DecisionEvent, OutcomeEvent, TaskClosedEvent
 
 SCHEMA_VERSION = 1
+JSON_COLUMNS = frozenset({"shared_features", "action_features"})
 
 DDL = """
 CREATE TABLE IF NOT EXISTS store_meta (
@@ -191,110 +193,38 @@ def from_utc_naive(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC)
 
 
-def _table(schema: pa.Schema, rows: list[tuple[object, ...]]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema.names]
-    return pa.Table.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
-        schema=schema,
-    )
+def _table(schema: pa.Schema, events: Sequence[object]) -> pa.Table:
+    """``events`` as columns named like their attributes: no tuple per row.
+
+    Aware timestamps go to Arrow as they are (it converts them to UTC wall time, as
+    :func:`to_utc_naive` does); JSON columns are dumped to bytes and cast to strings in C.
+    """
+    arrays = []
+    for column in schema:
+        values = list(map(attrgetter(column.name), events))
+        if column.name in JSON_COLUMNS:
+            dumped = pa.array(list(map(orjson.dumps, values)), type=pa.binary())
+            arrays.append(dumped.cast(column.type))
+        else:
+            arrays.append(pa.array(values, type=column.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def decisions_table(events: Sequence[DecisionEvent]) -> pa.Table:
     """Decision events as an Arrow table in the column order of ``decisions``."""
-    rows = [
-        (
-            e.decision_id,
-            e.event_id,
-            e.schema_version,
-            e.task_id,
-            to_utc_naive(e.occurred_at),
-            e.trust_domain,
-            e.task_type,
-            e.step_kind,
-            e.step_type,
-            e.input_tokens,
-            e.expected_output_tokens,
-            e.granted_max_output_tokens,
-            e.optional,
-            e.model,
-            e.chosen_index,
-            e.propensity,
-            e.policy_version,
-            e.governor_action,
-            e.reserved_dollars,
-            e.actions,
-            e.pmf,
-            e.estimated_costs,
-            orjson.dumps(e.shared_features).decode(),
-            orjson.dumps(e.action_features).decode(),
-        )
-        for e in events
-    ]
-    return _table(DECISION_SCHEMA, rows)
+    return _table(DECISION_SCHEMA, events)
 
 
 def outcomes_table(events: Sequence[OutcomeEvent]) -> pa.Table:
     """Outcome events as an Arrow table in the column order of ``outcomes``."""
-    rows = [
-        (
-            e.decision_id,
-            e.event_id,
-            e.schema_version,
-            e.task_id,
-            to_utc_naive(e.occurred_at),
-            e.model,
-            e.step_kind,
-            e.step_type,
-            e.trust_domain,
-            e.success,
-            e.quality,
-            e.input_tokens,
-            e.output_tokens,
-            e.cached_input_tokens,
-            e.cost_dollars,
-            e.latency_ms,
-            e.error,
-            e.exceeded_grant,
-        )
-        for e in events
-    ]
-    return _table(OUTCOME_SCHEMA, rows)
+    return _table(OUTCOME_SCHEMA, events)
 
 
 def corrections_table(events: Sequence[CorrectionEvent]) -> pa.Table:
     """Correction events as an Arrow table in the column order of ``corrections``."""
-    rows = [
-        (
-            e.event_id,
-            e.schema_version,
-            e.task_id,
-            to_utc_naive(e.occurred_at),
-            e.decision_id,
-            e.preferred_model,
-            e.rating,
-            e.note,
-        )
-        for e in events
-    ]
-    return _table(CORRECTION_SCHEMA, rows)
+    return _table(CORRECTION_SCHEMA, events)
 
 
 def tasks_table(events: Sequence[TaskClosedEvent]) -> pa.Table:
     """Task-closed events as an Arrow table in the column order of ``tasks``."""
-    rows = [
-        (
-            e.task_id,
-            e.event_id,
-            e.schema_version,
-            to_utc_naive(e.occurred_at),
-            e.trust_domain,
-            e.success,
-            e.quality,
-            e.spent_dollars,
-            e.total_dollars,
-            e.steps,
-            e.decision_ids,
-        )
-        for e in events
-    ]
-    return _table(TASK_SCHEMA, rows)
+    return _table(TASK_SCHEMA, events)

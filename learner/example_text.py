@@ -23,18 +23,21 @@ from learner.vw_model import (
 
 CACHED_FACTS = 4096  # facts dicts; the decoder keeps one per content id in use
 _COST = "|" + NAMESPACE_LETTERS["cost"]
+ROUTER_ACTION = ("model", "recent", "cost")  # an action's namespaces as the router sends them
 
 
 class ExampleTexts:
     """:func:`learner.vw_model.example_text`, keeping each facts dict's text.
 
     An entry holds its dict, so an identity match is that very dict; past ``size`` entries
-    (decisions with their facts inline bring a new dict each) it starts afresh.
+    (decisions with their facts inline bring a new dict each) a cache starts afresh.
     """
 
     def __init__(self, size: int = CACHED_FACTS) -> None:
         self._size = size
         self._facts: dict[int, tuple[Mapping[str, FeatureValue], str]] = {}
+        self._static: dict[tuple[int, tuple[object, ...]], tuple[Mapping[str, FeatureValue], str]]
+        self._static = {}
 
     def example(self, example: LabeledExample) -> str:
         """The example's labelled text, as ``example_text`` makes it."""
@@ -42,6 +45,9 @@ class ExampleTexts:
 
     def action(self, action: Namespaces) -> str:
         """``namespace_text(action)``."""
+        if tuple(action) == ROUTER_ACTION:
+            facts, recent, cost = action.values()
+            return self._facts_and_recent(facts, recent) + _cost(cost)
         parts = []
         for name, features in action.items():
             if name == "model":
@@ -51,6 +57,20 @@ class ExampleTexts:
             else:
                 parts.append(namespace_part(name, features))
         return " ".join(parts)
+
+    def _facts_and_recent(
+        self, facts: Mapping[str, FeatureValue], recent: Mapping[str, FeatureValue]
+    ) -> str:
+        """A router action's text up to its cost, kept by facts dict and recent record."""
+        key = (id(facts), tuple(recent.items()))
+        entry = self._static.get(key)
+        if entry is not None and entry[0] is facts:
+            return entry[1]
+        text = f"{self._model(facts)} {namespace_part('recent', recent)} "
+        if len(self._static) >= self._size:
+            self._static.clear()
+        self._static[key] = (facts, text)
+        return text
 
     def _model(self, facts: Mapping[str, FeatureValue]) -> str:
         entry = self._facts.get(id(facts))

@@ -11,7 +11,7 @@ from bench.service_perf import event_stream
 from feature_store.snapshot import RollingFeature, recent_action_features
 from learner.decoder import EventDecoder
 from learner.example_text import ExampleTexts
-from learner.vw_model import LabeledExample, example_text
+from learner.vw_model import LabeledExample, example_text, namespace_text
 from learner.wire_events import Decision
 from router_service.features import cost_features
 
@@ -74,6 +74,10 @@ def test_facts_dicts_are_kept_by_identity_and_bounded() -> None:
     for n in range(100):  # inline facts: a new dict each time
         assert texts.action({"model": {"id": f"m{n}"}}) == f"|m id=m{n}"
         assert len(texts._facts) <= 8
+    for n in range(100):  # router actions with a recent record new each time
+        action = {"model": shared_facts, "recent": {"n_log": n / 7}, "cost": {"log_cost": 0.5}}
+        assert texts.action(action) == namespace_text(action)
+        assert len(texts._static) <= 8
 
 
 @pytest.mark.parametrize(

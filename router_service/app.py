@@ -97,7 +97,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (health, models, tasks, decisions, outcomes, corrections, admin, proxy):
+    # Routes match in the order included: the per-step endpoints first, so a decision or an
+    # outcome is not tried against every other route before its own.
+    for module in (decisions, outcomes, tasks, corrections, proxy, health, models, admin):
         app.include_router(module.router)
     app.include_router(dashboard.page_router)
     app.include_router(dashboard.router, dependencies=[Depends(get_principal)])

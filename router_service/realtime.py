@@ -2,7 +2,8 @@
 
 On a machine the router shares with its learner, broker or anything else, a decision that
 becomes runnable while those hold every CPU waits for their time slice to end; on the 2-core
-benchmark machine that wait, not the decision's own work, set the p99. A ``SCHED_FIFO`` thread
+benchmark machine with other work on it, that wait set the p99 more than the decision's own
+work did (docs/benchmarks/service_perf.md). A ``SCHED_FIFO`` thread
 runs as soon as it is runnable. Every thread of the process gets the priority, and threads
 started later inherit it: a background thread (spool, delivery, logs) that holds the GIL and
 waits for a CPU stalls the event loop just the same. The kernel's real-time throttling

@@ -16,6 +16,19 @@ from router_service.errors import ConfigError
 from router_service.settings import Settings
 from tests.router_processes import router_env, router_process
 
+
+def _fifo_refusal() -> str | None:
+    """Why this machine refuses SCHED_FIFO (no CAP_SYS_NICE, no real-time budget), or None."""
+    probe = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return result.stderr.strip().splitlines()[-1] if result.returncode else None
+
+
+needs_fifo = pytest.mark.skipif(
+    (refusal := _fifo_refusal()) is not None,
+    reason=f"this machine refuses SCHED_FIFO to the tests: {refusal}",
+)
+
 # In a child process: the test runner itself must not run under SCHED_FIFO.
 _CHILD = textwrap.dedent(
     """
@@ -38,6 +51,7 @@ _CHILD = textwrap.dedent(
 )
 
 
+@needs_fifo
 def test_every_thread_runs_under_fifo_until_released() -> None:
     result = subprocess.run(
         [sys.executable, "-c", _CHILD], capture_output=True, text=True, check=True, timeout=30
@@ -71,6 +85,7 @@ def test_priority_outside_1_to_99_is_refused(tmp_path, priority: int) -> None:  
         Settings(data_dir=tmp_path, realtime_priority=priority)
 
 
+@needs_fifo
 def test_serve_runs_its_threads_under_fifo(tmp_path) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     env = router_env(BUDGET_ROUTER_REALTIME_PRIORITY="3")

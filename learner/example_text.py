@@ -9,20 +9,18 @@ the model learns exactly the same updates.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from learner.vw_model import (
-    NAMESPACE_LETTERS,
     FeatureValue,
     LabeledExample,
     Namespaces,
     example_text,
+    log_cost_text,
     namespace_part,
 )
 
 CACHED_FACTS = 4096  # facts dicts; the decoder keeps one per content id in use
-_COST = "|" + NAMESPACE_LETTERS["cost"]
 ROUTER_ACTION = ("model", "recent", "cost")  # an action's namespaces as the router sends them
 
 
@@ -88,9 +86,5 @@ def _cost(features: Mapping[str, FeatureValue]) -> str:
     if len(features) == 1:
         ((key, value),) = features.items()
         if value.__class__ is float and key == "log_cost":
-            return (
-                f"{_COST} log_cost:{value:.6g}"
-                if value != 0 and math.isfinite(value)
-                else _COST + " "
-            )
+            return log_cost_text(value)
     return namespace_part("cost", features)

@@ -42,6 +42,7 @@ INTERACTIONS = ("sm", "tm", "gm", "cm", "sp", "gp", "sr", "wm", "fm", "em")
 # model's id and tier, a task's domain and type) and a model's recent record (the same until
 # the rolling features are refreshed). Others carry numbers new at every step.
 CACHED_NAMESPACES = frozenset({"model", "task", "recent"})
+_COST_PREFIX = f"|{NAMESPACE_LETTERS['cost']} "
 _UNSAFE = re.compile(r"[\s|:]+")
 
 
@@ -77,6 +78,14 @@ def namespace_part(name: str, features: Mapping[str, FeatureValue]) -> str:
     if name in CACHED_NAMESPACES:
         return _cached_text(name, tuple(features.items()))
     return _features_text(_letter(name), features.items())
+
+
+def log_cost_text(value: float) -> str:
+    """``namespace_part("cost", {"log_cost": value})`` without the general loop: the one
+    namespace rendered for every action at every step, by the router and the learner alike."""
+    if value != 0 and math.isfinite(value):
+        return f"{_COST_PREFIX}log_cost:{value:.6g}"
+    return _COST_PREFIX
 
 
 def _letter(name: str) -> str:

@@ -18,12 +18,12 @@ import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from learner.vw_model import NAMESPACE_LETTERS, Namespaces
+from learner.vw_model import Namespaces, log_cost_text, namespace_text
 from router_service.catalog import ModelSpec
 from router_service.prompt_embedding import PromptEmbedder
 from router_service.schemas import Signals, Step
 
-_COST_LETTER = NAMESPACE_LETTERS["cost"]
+_UNPRICED_TEXT = namespace_text({"cost": {"unpriced": True}})
 
 # The ask of a prompt usually comes last (after system text and examples): keep its tail.
 CONTENT_CHARS = 1_000
@@ -156,11 +156,8 @@ def cost_text(estimated_cost: float | None) -> str:
     """``namespace_text({"cost": cost_features(estimated_cost)})``, without building either
     (it is rendered for every candidate at every decision)."""
     if estimated_cost is None:
-        return f"|{_COST_LETTER} unpriced"
-    value = _log_cost(estimated_cost)
-    if value == 0 or not math.isfinite(value):
-        return f"|{_COST_LETTER} "
-    return f"|{_COST_LETTER} log_cost:{value:.6g}"
+        return _UNPRICED_TEXT
+    return log_cost_text(_log_cost(estimated_cost))
 
 
 def _log_cost(estimated_cost: float) -> float:

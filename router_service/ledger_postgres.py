@@ -274,9 +274,8 @@ class PostgresLedgerStore(SqlLedgerStore):
                 row = yield RESERVATION_AND_BOOKS, (decision_id,)
                 if row is None:
                     return (yield from self._unsettleable(decision_id))
-                width = len(RESERVATION_COLUMNS.split(","))
-                reservation = reservation_from_row(row[:width])
-                known = self._remember_row(reservation.task_id, row[width:])
+                reservation, books_row = _reservation_and_books(row)
+                known = self._remember_row(reservation.task_id, books_row)
             for _ in range(SETTLE_TRIES):
                 books = known.books()
                 settlement = books.book(reservation, cost_dollars, input_tokens, output_tokens)
@@ -329,8 +328,8 @@ class PostgresLedgerStore(SqlLedgerStore):
         row = self._run(conn, locking, (decision_id,)).fetchone()
         if row is None:
             return None
-        width = len(RESERVATION_COLUMNS.split(","))
-        return reservation_from_row(row[:width]), books_from_row(row[width:])
+        reservation, books_row = _reservation_and_books(row)
+        return reservation, books_from_row(books_row)
 
     def _book_settlement(self, conn: Any, settlement: Settlement, books: TaskBooks) -> bool:
         r = settlement.reservation
@@ -391,6 +390,14 @@ class PostgresDraft:
 
     async def commit_on_loop(self) -> bool:
         return await self._store._commit_draft_on_loop(self)
+
+
+_RESERVATION_WIDTH = len(RESERVATION_COLUMNS.split(","))
+
+
+def _reservation_and_books(row: tuple[Any, ...]) -> tuple[Reservation, tuple[Any, ...]]:
+    """A ``RESERVATION_AND_BOOKS`` row: the reservation, and its task's books columns as read."""
+    return reservation_from_row(row[:_RESERVATION_WIDTH]), tuple(row[_RESERVATION_WIDTH:])
 
 
 def _safe(uri: str) -> str:
